@@ -1,0 +1,3 @@
+from finetuner.cli import main
+
+raise SystemExit(main())

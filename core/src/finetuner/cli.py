@@ -1,0 +1,37 @@
+"""The ``finetuner`` command line: one module per subcommand in ``finetuner.commands``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from finetuner.errors import FinetunerError
+
+# Each module defines NAME, HELP, add_arguments(parser) and run(args) -> int; heavy imports stay inside run().
+COMMANDS = ("models", "plugins")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finetuner", description="Fine-tune pretrained backbones into embedding models for search.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"finetuner.commands.{name}")
+        sub = subparsers.add_parser(module.NAME, help=module.HELP, description=module.__doc__)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return args.run(args)
+    except FinetunerError as exc:
+        print(f"finetuner: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,66 @@
+"""encode(): raw items to a float32 numpy array of embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from finetuner.models.embedding import EmbeddingModel
+from finetuner.runtime import autocast, eval_mode, move, prepare, resolve_device, resolve_precision
+
+
+def encode(
+    model: EmbeddingModel | str | Path,
+    items: Sequence[Any],
+    *,
+    batch_size: int = 64,
+    modality: str | None = None,
+    precision: str = "auto",
+    device: str | torch.device = "auto",
+) -> np.ndarray:
+    """Embed items into an ``[N, output_dim]`` float32 array, in input order.
+
+    ``model`` is an :class:`EmbeddingModel` or an artifact directory. For two-tower models
+    ``modality="text"`` or ``"image"`` picks the tower; without it strings go to the text
+    tower and everything else (PIL images, arrays, tensors) to the image tower.
+    """
+    if isinstance(model, (str, Path)):
+        from finetuner.artifacts import load
+
+        model = load(model)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    items = list(items)
+    out = np.zeros((len(items), model.output_dim), dtype=np.float32)
+    if not items:
+        return out
+    groups: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(_route(model, item, modality), []).append(index)
+    torch_device = resolve_device(device)
+    dtype = resolve_precision(precision, torch_device)
+    prepare(model, torch_device)
+    with eval_mode(model), torch.inference_mode():
+        for tower_name, indices in groups.items():
+            tower = model.tower(tower_name)
+            indices = sorted(indices, key=lambda i: -tower.item_cost(items[i]))
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                features = tower.preprocess([items[i] for i in chunk])
+                with autocast(torch_device, dtype):
+                    embeddings = model(move(features, torch_device), tower_name)
+                out[chunk] = embeddings.float().cpu().numpy()
+    return out
+
+
+def _route(model: EmbeddingModel, item: Any, modality: str | None) -> str:
+    if modality is not None:
+        model.tower(modality)
+        return modality
+    if len(model.towers) == 1:
+        return model.modalities[0]
+    return "text" if isinstance(item, str) else "image"

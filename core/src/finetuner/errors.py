@@ -1,0 +1,47 @@
+"""The project's own error types: every user-facing failure is one of these."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class FinetunerError(Exception):
+    """Base class of every error finetuner raises on purpose."""
+
+
+class UnknownNameError(FinetunerError, ValueError):
+    """A name (model, task, loss, ...) that is not one of the valid choices."""
+
+    def __init__(self, kind: str, name: str, valid: Iterable[str], hint: str = "") -> None:
+        valid = sorted(set(valid))
+        close = difflib.get_close_matches(str(name), valid, n=5, cutoff=0.5)
+        message = f"unknown {kind} {name!r}."
+        if close:
+            message += f" Did you mean: {', '.join(close)}?"
+        if len(valid) <= 40:
+            message += f" Valid: {', '.join(valid) if valid else '(none)'}."
+        if hint:
+            message += f" {hint}"
+        super().__init__(message)
+        self.kind, self.name, self.close_matches = kind, name, close
+
+
+class PluginError(FinetunerError):
+    """A plugin failed to load, registered a duplicate name, or its builder raised."""
+
+
+class DataError(FinetunerError, ValueError):
+    """Input data that cannot be read; the message names the file, row or argument."""
+
+
+class ArtifactError(FinetunerError):
+    """An artifact directory that is missing, incomplete or unsafe to load."""
+
+
+class ModelNotAvailableError(FinetunerError):
+    """Pretrained weights that cannot be reached (for example offline)."""
+
+
+class TrainingError(FinetunerError):
+    """Training stopped: bad options, a non-finite loss, ..."""

@@ -1,0 +1,110 @@
+"""build_model(): resolve a backbone name through the plugins and wrap it as an EmbeddingModel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from finetuner.errors import FinetunerError, PluginError
+from finetuner.models.embedding import EmbeddingModel
+from finetuner.models.tower import Tower
+from finetuner.registry import get_spec
+
+# Options that say where weights come from; they are not part of the architecture.
+WEIGHT_OPTIONS = ("pretrained", "weights", "local_dir")
+
+
+def build_towers(
+    name: str, *, pretrained: bool = True, **options: Any
+) -> tuple[dict[str, Tower], float | None, dict[str, Any]]:
+    """Build one backbone: its towers, its initial logit scale (two-tower backbones) and its source record."""
+    spec = get_spec(name)
+    try:
+        built = spec.builder()(pretrained=pretrained, **options)
+    except FinetunerError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"plugin {spec.plugin!r} failed to build model {name!r}: {type(exc).__name__}: {exc}") from exc
+    if isinstance(built, EmbeddingModel):
+        towers = dict(built.towers.items())
+        logit_scale = float(built.logit_scale) if built.logit_scale is not None else None
+    elif isinstance(built, Tower):
+        towers, logit_scale = {built.modality: built}, None
+    else:
+        raise PluginError(f"plugin {spec.plugin!r} built {type(built).__name__} for {name!r}, not a Tower or EmbeddingModel")
+    for modality, tower in towers.items():
+        if tower.output_dim != spec.output_dim:
+            raise PluginError(
+                f"plugin {spec.plugin!r}: the {modality} tower of {name!r} returns {tower.output_dim}-d embeddings, "
+                f"its spec says {spec.output_dim}"
+            )
+    source = {
+        "name": spec.name,
+        "plugin": spec.plugin,
+        "options": {k: _jsonable(v) for k, v in options.items() if k not in WEIGHT_OPTIONS},
+        "modalities": list(towers),
+    }
+    return towers, logit_scale, source
+
+
+def build_model(
+    name: str,
+    *,
+    output_dim: int | None = None,
+    normalize: bool = True,
+    freeze: bool | str | list[str] = False,
+    pretrained: bool = True,
+    **options: Any,
+) -> EmbeddingModel:
+    """Build an embedding model from a backbone name or alias.
+
+    ``"TEXT+IMAGE"`` (for example ``"all-MiniLM-L6-v2+efficientnet_b0"``) joins a text and an
+    image backbone into a two-tower text-to-image model; ``output_dim`` then sets the shared
+    space (each tower gets a projection head). Other options go to the plugin's builder
+    (``pooling=``, ``weights=PATH``, ``max_length=``, ...). ``freeze`` freezes every tower
+    (True) or the named ones (``"image"``).
+    """
+    if "+" in name and get_spec_or_none(name) is None:
+        return build_two_tower(*name.split("+", 1), output_dim=output_dim, normalize=normalize, freeze=freeze, pretrained=pretrained, **options)
+    towers, logit_scale, source = build_towers(name, pretrained=pretrained, **options)
+    model = EmbeddingModel(towers, sources=[source], output_dim=output_dim, normalize=normalize, logit_scale=logit_scale)
+    model.freeze(freeze)
+    return model
+
+
+def build_two_tower(
+    text: str,
+    image: str,
+    *,
+    output_dim: int | None = None,
+    normalize: bool = True,
+    freeze: bool | str | list[str] = False,
+    pretrained: bool = True,
+    text_options: dict[str, Any] | None = None,
+    image_options: dict[str, Any] | None = None,
+) -> EmbeddingModel:
+    """Join any text backbone and any image backbone into one text-to-image model."""
+    text_towers, _, text_source = build_towers(text, pretrained=pretrained, **(text_options or {}))
+    image_towers, _, image_source = build_towers(image, pretrained=pretrained, **(image_options or {}))
+    for label, towers, wanted in (("text", text_towers, text), ("image", image_towers, image)):
+        if list(towers) != [label]:
+            raise ValueError(f"{wanted!r} is not a {label} backbone (it has towers {list(towers)})")
+    model = EmbeddingModel(
+        {"text": text_towers["text"], "image": image_towers["image"]},
+        sources=[text_source, image_source],
+        output_dim=output_dim,
+        normalize=normalize,
+    )
+    model.freeze(freeze)
+    return model
+
+
+def get_spec_or_none(name: str):
+    try:
+        return get_spec(name)
+    except FinetunerError:
+        return None
+
+
+def _jsonable(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value

@@ -1,0 +1,110 @@
+"""EmbeddingModel: one tower (same encoder for queries and documents) or two (text and image)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from finetuner.models.tower import Tower
+
+CLIP_INITIAL_LOGIT_SCALE = math.log(1 / 0.07)
+
+
+class EmbeddingModel(nn.Module):
+    """Towers keyed by modality, then an optional projection per tower, then L2 normalisation.
+
+    ``sources`` records which backbones (name, plugin, build options, modalities) the towers
+    came from, so an artifact can rebuild the same architecture offline.
+    """
+
+    def __init__(
+        self,
+        towers: Mapping[str, Tower],
+        *,
+        sources: Sequence[dict[str, Any]] = (),
+        output_dim: int | None = None,
+        normalize: bool = True,
+        logit_scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.towers = nn.ModuleDict(dict(towers))
+        self.sources = [dict(s) for s in sources]
+        self.normalize = normalize
+        dims = {m: t.output_dim for m, t in towers.items()}
+        if output_dim is None and len(set(dims.values())) > 1:
+            raise ValueError(f"towers have different dimensions {dims}: pass output_dim= to project them into one space")
+        self.projections = nn.ModuleDict({m: nn.Linear(d, output_dim) for m, d in dims.items()}) if output_dim else None
+        if len(towers) > 1:
+            self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale if logit_scale is not None else CLIP_INITIAL_LOGIT_SCALE)))
+        else:
+            self.logit_scale = None
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.towers.keys())
+
+    @property
+    def output_dim(self) -> int:
+        if self.projections is not None:
+            return next(iter(self.projections.values())).out_features
+        return next(iter(self.towers.values())).output_dim
+
+    @property
+    def task(self) -> str:
+        modalities = set(self.modalities)
+        if modalities == {"text", "image"}:
+            return "text-to-image"
+        return "text-to-text" if modalities == {"text"} else "image-to-image"
+
+    @property
+    def projection_dim(self) -> int | None:
+        return self.output_dim if self.projections is not None else None
+
+    def tower(self, modality: str | None = None) -> Tower:
+        if modality is None:
+            if len(self.towers) > 1:
+                raise ValueError(f"this model has towers {self.modalities}: say which with modality=")
+            return next(iter(self.towers.values()))
+        if modality not in self.towers:
+            raise ValueError(f"this model has no {modality!r} tower; it has {self.modalities}")
+        return self.towers[modality]
+
+    def forward(self, features: dict[str, torch.Tensor], modality: str | None = None) -> torch.Tensor:
+        """Embed preprocessed features with one tower; the result is fp32."""
+        if modality is None and len(self.towers) == 1:
+            modality = self.modalities[0]
+        embeddings = self.tower(modality)(features)
+        if self.projections is not None:
+            embeddings = self.projections[modality](embeddings)
+        embeddings = embeddings.float()
+        return F.normalize(embeddings, dim=-1) if self.normalize else embeddings
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return [p for t in self.towers.values() for p in t.parameters()]
+
+    def freeze(self, towers: bool | str | Sequence[str] = True) -> None:
+        """Freeze the backbone of every tower (True) or of the named ones; projections stay trainable."""
+        if towers is False:
+            names: list[str] = []
+        elif towers is True:
+            names = self.modalities
+        else:
+            names = [towers] if isinstance(towers, str) else list(towers)
+        for name in names:
+            self.tower(name)
+        for name, tower in self.towers.items():
+            tower.requires_grad_(name not in names)
+
+    def frozen_modalities(self) -> list[str]:
+        return [m for m, t in self.towers.items() if not any(p.requires_grad for p in t.parameters())]
+
+    def encode(self, items: Sequence[Any], **options: Any) -> Any:
+        """Embed raw items; see :func:`finetuner.encode`."""
+        from finetuner.encoding import encode
+
+        return encode(self, items, **options)

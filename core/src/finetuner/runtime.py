@@ -1,0 +1,96 @@
+"""Device and precision: where the model runs and whether it computes in bf16."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from finetuner.errors import UnknownNameError
+
+logger = logging.getLogger("finetuner")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.split(":")[0] not in DEVICES:
+        raise UnknownNameError("device", device, DEVICES)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but no CUDA GPU is available; use device='cpu' or 'auto'")
+    return torch.device(device)
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU runs bf16 matmuls natively (AMX-bf16 or AVX512-bf16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        flags = []
+    if "amx_bf16" in flags or "avx512_bf16" in flags:
+        return True
+    return "AMX" in torch.backends.cpu.get_cpu_capability().upper()
+
+
+@functools.cache
+def _log_choice(device_type: str, dtype: str, reason: str) -> None:
+    logger.info("precision: %s on %s (%s)", dtype, device_type, reason)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype to compute in (bf16) or None for plain fp32; ``"auto"`` decides by hardware."""
+    if precision not in PRECISIONS:
+        raise UnknownNameError("precision", precision, PRECISIONS)
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        fast, reason = torch.cuda.is_bf16_supported(), "CUDA bf16 support"
+    elif device.type == "cpu":
+        fast, reason = cpu_has_fast_bf16(), "CPU with AMX-bf16 or AVX512-bf16"
+    else:
+        fast, reason = False, "no fast bf16 known for this device"
+    _log_choice(device.type, "bf16 autocast" if fast else "fp32", reason if fast else f"no {reason}")
+    return torch.bfloat16 if fast else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """bf16 autocast on the device, or nothing for fp32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def prepare(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move a model to the device, CNN towers in channels_last memory format."""
+    model.to(device)
+    towers = getattr(model, "towers", {})
+    for tower in towers.values():
+        if getattr(tower, "channels_last", False):
+            tower.to(memory_format=torch.channels_last)
+    return model
+
+
+def move(features: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

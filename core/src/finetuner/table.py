@@ -1,0 +1,56 @@
+"""The "Finetuner backbones" table: heavy header, light body, as in the reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tabulate import DataRow, Line, TableFormat, tabulate
+
+from finetuner.registry import INSTALL_HINT, list_models
+
+COLUMNS = ("model", "task", "output_dim", "architecture", "description")
+TITLE = "Finetuner backbones"
+
+BOX = TableFormat(
+    lineabove=Line("┏━", "━", "━┳━", "━┓"),
+    linebelowheader=Line("┡━", "━", "━╇━", "━┩"),
+    linebetweenrows=None,
+    linebelow=Line("└─", "─", "─┴─", "─┘"),
+    headerrow=DataRow("┃ ", " ┃ ", " ┃"),
+    datarow=DataRow("│ ", " │ ", " │"),
+    padding=0,
+    with_header_hide=None,
+)
+
+
+def render_table(rows: list[dict[str, Any]], title: str = TITLE) -> str:
+    """Draw rows (dicts keyed by COLUMNS) as the boxed table with a centred title."""
+    if rows:
+        body = tabulate(
+            [[r[c] for c in COLUMNS] for r in rows],
+            headers=COLUMNS,
+            tablefmt=BOX,
+            colalign=("right",) * len(COLUMNS),
+            disable_numparse=True,
+        )
+    else:  # tabulate draws no bottom border without rows
+        widths = [len(c) for c in COLUMNS]
+        body = "\n".join(
+            [
+                "┏━" + "━┳━".join("━" * w for w in widths) + "━┓",
+                "┃ " + " ┃ ".join(COLUMNS) + " ┃",
+                "┡━" + "━╇━".join("━" * w for w in widths) + "━┩",
+                "└─" + "─┴─".join("─" * w for w in widths) + "─┘",
+            ]
+        )
+    width = len(body.splitlines()[0])
+    return f"{title.center(width).rstrip()}\n{body}"
+
+
+def describe_models(task: str | None = None) -> list[dict[str, Any]]:
+    """Print the table of installed backbones and return its rows."""
+    rows = [spec.row() for spec in list_models(task)]
+    print(render_table(rows))
+    if not rows:
+        print(INSTALL_HINT if task is None and not list_models() else f"No installed backbone for task {task!r}.")
+    return rows
