@@ -1,0 +1,69 @@
+"""The in-memory shapes training and evaluation data take once read.
+
+Items are raw: strings (text), or images as file paths (``pathlib.Path``), PIL images,
+numpy arrays or tensors. For text-to-image data the left side is text and the right side
+is an image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass
+class PairData:
+    """Matching pairs: (query, document) or (text, image). Each pair's documents are its positives."""
+
+    kind: ClassVar[str] = "pairs"
+    queries: list[Any]
+    documents: list[Any]
+    source: str = "<memory>"
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+@dataclass
+class LabeledData:
+    """Items with a class label; items with the same label are relevant to each other."""
+
+    kind: ClassVar[str] = "labeled"
+    items: list[Any]
+    labels: list[str]
+    source: str = "<memory>"
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class ScoredData:
+    """Pairs with a similarity score (for example STSb's 0 to 5)."""
+
+    kind: ClassVar[str] = "scored"
+    a: list[Any]
+    b: list[Any]
+    scores: list[float]
+    source: str = "<memory>"
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+
+@dataclass
+class RetrievalData:
+    """BEIR/TREC-style: queries, a corpus and graded relevance judgments (qrels)."""
+
+    kind: ClassVar[str] = "retrieval"
+    queries: dict[str, Any]
+    corpus: dict[str, Any]
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+Data = PairData | LabeledData | ScoredData | RetrievalData
+KINDS = ("pairs", "labeled", "scored", "retrieval")
