@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 from finetuner.errors import FinetunerError
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"finetuner: warning: {message}\n"
     try:
         return args.run(args)
     except FinetunerError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import tabulate as _tabulate
 from tabulate import DataRow, Line, TableFormat, tabulate
 
 from finetuner.registry import INSTALL_HINT, list_models
@@ -26,13 +27,17 @@ BOX = TableFormat(
 def render_table(rows: list[dict[str, Any]], title: str = TITLE) -> str:
     """Draw rows (dicts keyed by COLUMNS) as the boxed table with a centred title."""
     if rows:
-        body = tabulate(
-            [[r[c] for c in COLUMNS] for r in rows],
-            headers=COLUMNS,
-            tablefmt=BOX,
-            colalign=("right",) * len(COLUMNS),
-            disable_numparse=True,
-        )
+        default_padding, _tabulate.MIN_PADDING = _tabulate.MIN_PADDING, 0  # headers as tight as the body
+        try:
+            body = tabulate(
+                [[r[c] for c in COLUMNS] for r in rows],
+                headers=COLUMNS,
+                tablefmt=BOX,
+                colalign=("right",) * len(COLUMNS),
+                disable_numparse=True,
+            )
+        finally:
+            _tabulate.MIN_PADDING = default_padding
     else:  # tabulate draws no bottom border without rows
         widths = [len(c) for c in COLUMNS]
         body = "\n".join(

@@ -1,0 +1,151 @@
+"""Plugin discovery through real entry points: isolation, strict mode, disabling, duplicates."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+import finetuner
+from finetuner import plugins
+
+INSTALLED = sorted(ep.name for ep in entry_points(group="finetuner"))
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "finetuner", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_dummy_plugin_is_discovered_through_its_entry_point():
+    assert "dummy" in INSTALLED
+    names = [s.name for s in finetuner.list_models()]
+    assert {"dummy-text", "dummy-image"} <= set(names)
+    spec = finetuner.get_spec("dummy-txt")  # alias
+    assert spec.name == "dummy-text" and spec.plugin == "dummy"
+
+
+def test_broken_plugin_is_reported_and_others_keep_working():
+    with pytest.warns(RuntimeWarning, match=r"'broken'.*ImportError"):
+        infos = {i.name: i for i in plugins.plugin_infos()}
+    assert infos["broken"].status == "failed"
+    assert "not installed (on purpose)" in infos["broken"].error
+    assert infos["dummy"].status == "ok" and infos["dummy"].models == 2
+
+
+def test_strict_mode_raises(monkeypatch):
+    monkeypatch.setenv("FINETUNER_STRICT_PLUGINS", "1")
+    with pytest.raises(finetuner.PluginError, match="broken"):
+        finetuner.list_models()
+
+
+def test_disabled_plugins_are_skipped(monkeypatch):
+    monkeypatch.setenv("FINETUNER_DISABLE_PLUGINS", "dummy, broken")
+    infos = {i.name: i.status for i in plugins.plugin_infos()}
+    assert infos["dummy"] == infos["broken"] == "disabled"
+    assert not any(s.plugin == "dummy" for s in finetuner.list_models())
+
+
+class _Duplicate:
+    @finetuner.hookimpl
+    def finetuner_register_backbones(self, register):
+        register(finetuner.BackboneSpec("mine", "text-to-text", 8, "x", "y", build=lambda **_: None))
+        register(finetuner.BackboneSpec("other", "text-to-text", 8, "x", "y", build=lambda **_: None, aliases=("dummy-text",)))
+
+
+def test_duplicate_name_names_both_plugins(monkeypatch):
+    with pytest.warns(RuntimeWarning, match=r"'dummy-text' is registered by two plugins: 'dummy'.*'dup'"):
+        plugins.register_plugin(_Duplicate(), "dup")
+    assert plugins.get_manager().plugins["dup"].status == "failed"
+    names = {s.name for s in finetuner.list_models()}
+    assert "mine" not in names and "dummy-text" in names  # the failed plugin is rolled back whole
+    monkeypatch.setenv("FINETUNER_STRICT_PLUGINS", "1")
+    plugins.reset()
+    with pytest.raises(finetuner.PluginError):
+        finetuner.list_models()  # strict: the broken plugin raises first
+
+
+class _RaisingHook:
+    @finetuner.hookimpl
+    def finetuner_register_backbones(self, register):
+        raise RuntimeError("boom in hook")
+
+
+def test_plugin_whose_hook_raises_is_isolated():
+    with pytest.warns(RuntimeWarning, match="'raiser'.*boom in hook"):
+        plugins.register_plugin(_RaisingHook(), "raiser")
+    assert plugins.get_manager().plugins["raiser"].status == "failed"
+    assert finetuner.get_spec("dummy-image").plugin == "dummy"
+
+
+def test_unknown_model_lists_close_matches():
+    with pytest.raises(finetuner.UnknownNameError, match="Did you mean: dummy-text"):
+        finetuner.get_spec("dummy-tex")
+
+
+def test_builder_failure_names_plugin_and_model():
+    class Failing:
+        @finetuner.hookimpl
+        def finetuner_register_backbones(self, register):
+            register(finetuner.BackboneSpec("fails", "text-to-text", 8, "x", "y", build="no_such_module_xyz:build"))
+
+    plugins.register_plugin(Failing(), "failing")
+    with pytest.raises(finetuner.PluginError, match=r"plugin 'failing' failed to build model 'fails'"):
+        finetuner.build_model("fails")
+
+
+def _write_entry_point_plugin(root: Path, name: str, code: str) -> None:
+    """Make an importable module plus a dist-info declaring it in the finetuner group."""
+    (root / f"{name}.py").write_text(code)
+    dist = root / f"{name}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[finetuner]\n{name} = {name}\n")
+
+
+def test_duplicate_across_real_entry_points(tmp_path):
+    _write_entry_point_plugin(
+        tmp_path,
+        "clash",
+        textwrap.dedent(
+            """
+            import finetuner
+
+            @finetuner.hookimpl
+            def finetuner_register_backbones(register):
+                register(finetuner.BackboneSpec("dummy-image", "image-to-image", 4, "CNN", "clash", build="x:y"))
+            """
+        ),
+    )
+    result = run_cli("plugins", "--json", env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    failed = [rows[n] for n in ("clash", "dummy") if rows[n]["status"] == "failed"]
+    assert len(failed) == 1  # plugins load in name order: the later one is refused whole
+    assert "'dummy'" in failed[0]["error"] and "'clash'" in failed[0]["error"]
+    strict = run_cli("models", env={"PYTHONPATH": str(tmp_path), "FINETUNER_STRICT_PLUGINS": "1", "FINETUNER_DISABLE_PLUGINS": "broken"})
+    assert strict.returncode == 1 and "registered by two plugins" in strict.stderr
+
+
+def test_listing_imports_no_deep_learning_library():
+    code = (
+        "import sys, finetuner\n"
+        "finetuner.describe_models()\n"
+        "finetuner.list_models('image-to-image')\n"
+        "heavy = [m for m in ('torch', 'torchvision', 'timm', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
