@@ -11,7 +11,7 @@ import warnings
 from finetuner.errors import FinetunerError
 
 # Each module defines NAME, HELP, add_arguments(parser) and run(args) -> int; heavy imports stay inside run().
-COMMANDS = ("models", "plugins")
+COMMANDS = ("models", "plugins", "fit", "encode", "evaluate", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,31 @@ def encode(
         from finetuner.artifacts import load
 
         model = load(model)
+    return _run(model, items, model.output_dim, lambda tower, features, name: model(features, name), batch_size, modality, precision, device)
+
+
+def embed_backbone(
+    model: EmbeddingModel, items: Sequence[Any], *, modality: str, batch_size: int = 64, precision: str = "auto", device: str | torch.device = "auto"
+) -> np.ndarray:
+    """The tower's output before projection and normalisation (what a frozen backbone always gives)."""
+    dim = model.tower(modality).output_dim
+    return _run(model, items, dim, lambda tower, features, name: tower(features), batch_size, modality, precision, device)
+
+
+def _run(
+    model: EmbeddingModel,
+    items: Sequence[Any],
+    dim: int,
+    forward: Callable[[Any, dict[str, torch.Tensor], str], torch.Tensor],
+    batch_size: int,
+    modality: str | None,
+    precision: str,
+    device: str | torch.device,
+) -> np.ndarray:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     items = list(items)
-    out = np.zeros((len(items), model.output_dim), dtype=np.float32)
+    out = np.zeros((len(items), dim), dtype=np.float32)
     if not items:
         return out
     groups: dict[str, list[int]] = {}
@@ -45,14 +66,14 @@ def encode(
     dtype = resolve_precision(precision, torch_device)
     prepare(model, torch_device)
     with eval_mode(model), torch.inference_mode():
-        for tower_name, indices in groups.items():
-            tower = model.tower(tower_name)
+        for name, indices in groups.items():
+            tower = model.tower(name)
             indices = sorted(indices, key=lambda i: -tower.item_cost(items[i]))
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
-                features = tower.preprocess([items[i] for i in chunk])
+                features = move(tower.preprocess([items[i] for i in chunk]), torch_device)
                 with autocast(torch_device, dtype):
-                    embeddings = model(move(features, torch_device), tower_name)
+                    embeddings = forward(tower, features, name)
                 out[chunk] = embeddings.float().cpu().numpy()
     return out
 

@@ -78,7 +78,11 @@ class EmbeddingModel(nn.Module):
         """Embed preprocessed features with one tower; the result is fp32."""
         if modality is None and len(self.towers) == 1:
             modality = self.modalities[0]
-        embeddings = self.tower(modality)(features)
+        return self.head(self.tower(modality)(features), modality)
+
+    def head(self, backbone_embeddings: torch.Tensor, modality: str) -> torch.Tensor:
+        """What follows the tower: projection (if any), then fp32 L2 normalisation (if on)."""
+        embeddings = backbone_embeddings
         if self.projections is not None:
             embeddings = self.projections[modality](embeddings)
         embeddings = embeddings.float()

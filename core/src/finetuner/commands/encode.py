@@ -1,0 +1,59 @@
+"""Embed items with a backbone or a fine-tuned artifact and write a .npy array (rows in input order).
+
+INPUT is a text file with one item per line (text, or image paths relative to the file),
+or a folder of images (all image files below it, sorted by path).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "encode"
+HELP = "embed a file of texts or a folder of images into a .npy array"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="artifact directory or backbone name")
+    parser.add_argument("input", type=Path, help="text file (one item per line) or image folder")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the .npy embeddings")
+    parser.add_argument("--modality", choices=("text", "image"), help="the tower to use (two-tower models; default: text for a file, image for a folder)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+
+
+def read_items(path: Path) -> tuple[list, str]:
+    """The items of INPUT and the modality they suggest."""
+    from finetuner.errors import DataError
+
+    if path.is_dir():
+        images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise DataError(f"{path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return images, "image"
+    if not path.is_file():
+        raise DataError(f"input {path} does not exist")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text: {exc}") from exc
+    if lines and all(Path(line).suffix.lower() in IMAGE_SUFFIXES for line in lines if line):
+        return [path.parent / line for line in lines if line], "image"
+    return lines, "text"
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import finetuner
+
+    items, suggested = read_items(args.input)
+    model = finetuner.load(args.model) if Path(args.model).is_dir() else finetuner.build_model(args.model)
+    modality = args.modality or (suggested if len(model.towers) > 1 else None)
+    embeddings = finetuner.encode(model, items, batch_size=args.batch_size, modality=modality, precision=args.precision, device=args.device)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.output, embeddings)
+    print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {args.output}")
+    return 0

@@ -1,0 +1,1 @@
+"""`finetuner demo`: real fine-tunes on data every machine has offline."""

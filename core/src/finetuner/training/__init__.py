@@ -1,0 +1,1 @@
+"""Fine-tuning: fit(), its options, batching, callbacks and checkpoints."""

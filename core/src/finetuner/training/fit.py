@@ -1,0 +1,360 @@
+"""fit(): fine-tune any registered backbone (by name) or built EmbeddingModel on your data."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from finetuner.errors import TrainingError
+from finetuner.models.embedding import EmbeddingModel
+from finetuner.runtime import autocast, move, prepare, resolve_device, resolve_precision
+from finetuner.training.batches import Batch, Collator, IndexDataset, Side, item_key, sides_of
+from finetuner.training.callbacks import Callback, TrainState
+from finetuner.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from finetuner.training.optim import build_optimizer, build_scheduler
+
+logger = logging.getLogger("finetuner")
+
+
+@dataclass
+class FitOptions:
+    """Every option of :func:`fit`, validated before any training starts."""
+
+    loss: Any = None
+    loss_options: dict[str, Any] = field(default_factory=dict)
+    miner: str | None = None
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    loss_learning_rate: float | None = None
+    optimizer: str = "AdamW"
+    optimizer_options: dict[str, Any] = field(default_factory=dict)
+    scheduler: str = "linear"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = 1.0
+    gradient_accumulation_steps: int = 1
+    samples_per_class: int = 4
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    num_workers: int = 0
+    cache_frozen: str | bool = "memory"
+    eval_every_steps: int | None = None
+    eval_every_epochs: int | None = None
+    eval_k: Sequence[int] = (1, 5, 10, 20)
+    checkpoint_every_steps: int | None = None
+    verbose: bool = True
+
+    def validate(self, train_size: int) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise TrainingError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+            raise TrainingError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 2:
+            raise TrainingError(f"batch_size must be an integer of at least 2, got {self.batch_size!r}")
+        if self.batch_size > train_size:
+            raise TrainingError(f"batch_size {self.batch_size} is larger than the training data ({train_size} examples); lower batch_size")
+        if self.gradient_accumulation_steps < 1:
+            raise TrainingError(f"gradient_accumulation_steps must be at least 1, got {self.gradient_accumulation_steps}")
+        if self.cache_frozen not in ("memory", "disk", False):
+            raise TrainingError(f"cache_frozen must be 'memory', 'disk' or False, got {self.cache_frozen!r}")
+
+
+def fit(
+    model: str | EmbeddingModel,
+    train_data: Any,
+    eval_data: Any = None,
+    *,
+    output_dir: str | Path | None = "finetuner-run",
+    kind: str | None = None,
+    columns: dict[str, str] | None = None,
+    freeze: bool | str | Sequence[str] = False,
+    output_dim: int | None = None,
+    pretrained: bool = True,
+    callbacks: Sequence[Callback] = (),
+    resume: bool = False,
+    **options: Any,
+) -> EmbeddingModel:
+    """Fine-tune ``model`` on ``train_data`` and return it, with before/after metrics on ``eval_data``.
+
+    ``model`` is a backbone name (see ``finetuner models``; ``"TEXT+IMAGE"`` joins two
+    backbones) or an :class:`EmbeddingModel`. ``train_data`` and ``eval_data`` are anything
+    :func:`finetuner.data.load_data` reads: CSV files, image folders, lists, DataFrames.
+    The artifact goes to ``<output_dir>/model``; checkpoints to ``<output_dir>/checkpoint``.
+    Options are the fields of :class:`FitOptions` (epochs, batch_size, learning_rate, loss,
+    miner, optimizer, scheduler, precision, ...).
+    """
+    from finetuner.data import load_data
+    from finetuner.training.distributed import DistributedContext
+
+    unknown = set(options) - set(FitOptions.__dataclass_fields__)
+    if unknown:
+        from finetuner.errors import UnknownNameError
+
+        raise UnknownNameError("fit() option", sorted(unknown)[0], [*FitOptions.__dataclass_fields__, "output_dir", "kind", "columns", "freeze", "output_dim", "pretrained", "callbacks", "resume"])
+    opts = FitOptions(**options)
+    train = load_data(train_data, kind=kind, columns=columns)
+    opts.validate(len(train))
+    evaluation = load_data(eval_data) if eval_data is not None else None
+    _seed_everything(opts.seed)
+    if isinstance(model, str):
+        from finetuner.models.build import build_model
+
+        model = build_model(model, output_dim=output_dim, freeze=freeze, pretrained=pretrained)
+    elif output_dim is not None or freeze:
+        raise TrainingError("output_dim= and freeze= apply when fit() builds the model by name; on a built model use EmbeddingModel(..., output_dim=) and model.freeze()")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise TrainingError("every parameter is frozen, so there is nothing to train: pass output_dim= to add a projection head")
+    dist = DistributedContext.setup(opts.device)
+    out = Path(output_dir) if output_dir is not None else None
+    trainer = Trainer(model, train, evaluation, opts, list(callbacks), out, dist)
+    if resume:
+        trainer.resume()
+    before = trainer.evaluate() if evaluation is not None and trainer.state.step == 0 else trainer.before
+    trainer.before = before
+    trainer.train()
+    after = trainer.evaluate() if evaluation is not None else {}
+    metrics = {"before": before or {}, "after": after}
+    if evaluation is not None and dist.is_main and opts.verbose:
+        from finetuner.evaluation.report import compare
+
+        print(compare(before or {}, after))
+    model.metrics = metrics
+    model.history = trainer.state.history
+    if out is not None and dist.is_main:
+        from finetuner.artifacts import save
+
+        save(model, out / "model", metrics=metrics, extra={"training": _training_record(opts, train, trainer)})
+        logger.info("artifact written to %s", out / "model")
+    dist.barrier()
+    return model
+
+
+def _training_record(opts: FitOptions, train: Any, trainer: Trainer) -> dict[str, Any]:
+    record = {k: v for k, v in asdict(opts).items() if k not in ("loss",)}
+    record.update(loss=trainer.loss_name, data_kind=train.kind, data_source=train.source, examples=len(train), steps=trainer.state.step, history=trainer.state.history)
+    return record
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """The training loop behind :func:`fit`."""
+
+    def __init__(self, model: EmbeddingModel, train: Any, evaluation: Any, opts: FitOptions, callbacks: list[Callback], out: Path | None, dist: Any) -> None:
+        from finetuner.losses import build_loss, default_loss
+
+        self.model, self.train_data, self.eval_data, self.opts, self.callbacks, self.out, self.dist = model, train, evaluation, opts, callbacks, out, dist
+        self.device = dist.device
+        self.dtype = resolve_precision(opts.precision, self.device)
+        self.sides = sides_of(train, model)
+        self.label_names = sorted(set(train.labels)) if train.kind == "labeled" else None
+        label_ids = [self.label_names.index(x) for x in train.labels] if self.label_names else None
+        self.loss_name = opts.loss if isinstance(opts.loss, str) else (type(opts.loss).__name__ if opts.loss is not None else default_loss(train.kind, model.task))
+        self.loss = build_loss(
+            opts.loss if opts.loss is not None else self.loss_name,
+            kind=train.kind,
+            task=model.task,
+            embedding_size=model.output_dim,
+            num_classes=len(self.label_names) if self.label_names else None,
+            miner=opts.miner,
+            **opts.loss_options,
+        )
+        prepare(model, self.device)
+        self.loss.to(self.device)
+        self.frozen = set(model.frozen_modalities())
+        self.cached = bool(opts.cache_frozen) and all(side.modality in self.frozen for side in self.sides)
+        self.collator = Collator(model, self.sides, label_ids, getattr(train, "scores", None), self.cached)
+        self.sampler = self._sampler(label_ids)
+        self.steps_per_epoch = math.ceil(len(self.sampler) / opts.gradient_accumulation_steps)
+        total = self.steps_per_epoch * opts.epochs
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(opts.optimizer, trainable, learning_rate=opts.learning_rate, weight_decay=opts.weight_decay, **opts.optimizer_options)
+        self.scheduler = build_scheduler(opts.scheduler, self.optimizer, total_steps=total, warmup_steps=int(total * opts.warmup_ratio))
+        self.loss_optimizer = None
+        if self.loss.needs_optimizer:
+            lr = opts.loss_learning_rate or opts.learning_rate * 100
+            self.loss_optimizer = build_optimizer(opts.optimizer, self.loss.parameters(), learning_rate=lr, weight_decay=0.0)
+        self.step_module = dist.wrap(_EmbedStep(model))
+        self.state = TrainState(total_steps=total, output_dir=out, model=model)
+        self.batch_in_epoch = 0
+        self.before: dict[str, float] | None = None
+        self.cache: list[torch.Tensor] | None = None
+
+    # -- setup -------------------------------------------------------------------------
+    def _sampler(self, label_ids: list[int] | None) -> Any:
+        from finetuner.data.samplers import ClassBalancedBatchSampler, NoDuplicatesBatchSampler, ShuffledBatchSampler
+
+        opts, rank, world = self.opts, self.dist.rank, self.dist.world_size
+        if self.train_data.kind == "labeled":
+            return ClassBalancedBatchSampler(self.train_data.labels, opts.batch_size, m=opts.samples_per_class, seed=opts.seed, rank=rank, world_size=world)
+        if self.train_data.kind == "pairs":
+            keys = [(item_key(q), item_key(d)) for q, d in zip(self.sides[0].items, self.sides[1].items)]
+            return NoDuplicatesBatchSampler(keys, opts.batch_size, seed=opts.seed, rank=rank, world_size=world)
+        return ShuffledBatchSampler(len(self.train_data), opts.batch_size, seed=opts.seed, rank=rank, world_size=world)
+
+    def _stateful(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer, "scheduler": self.scheduler, "loss_optimizer": self.loss_optimizer, "loss": self.loss}
+
+    def resume(self) -> None:
+        checkpoint = self.out / "checkpoint" if self.out else None
+        if checkpoint is None or not has_checkpoint(checkpoint):
+            logger.info("resume: no checkpoint in %s, starting from the beginning", checkpoint)
+            return
+        progress = load_checkpoint(checkpoint, self.model, self._stateful())
+        self.state.epoch, self.state.step, self.batch_in_epoch = progress["epoch"], progress["step"], progress["batch_in_epoch"]
+        self.state.history, self.before = progress["history"], progress.get("before")
+        logger.info("resumed from %s at epoch %d, step %d", checkpoint, self.state.epoch + 1, self.state.step)
+
+    def _checkpoint(self) -> None:
+        if self.out is None or not self.dist.is_main:
+            return
+        progress = {"epoch": self.state.epoch, "step": self.state.step, "batch_in_epoch": self.batch_in_epoch, "history": self.state.history, "before": self.before}
+        save_checkpoint(self.out / "checkpoint", self.model, self._stateful(), progress)
+
+    # -- the loop ----------------------------------------------------------------------
+    def train(self) -> None:
+        from tqdm.auto import tqdm
+
+        opts, state = self.opts, self.state
+        for callback in self.callbacks:
+            callback.on_train_begin(state)
+        if self.cached and self.cache is None:
+            self.cache = self._embed_frozen()
+        show = opts.verbose and self.dist.is_main
+        epochs = tqdm(range(state.epoch, opts.epochs), desc="epochs", disable=not show, initial=state.epoch, total=opts.epochs)
+        for epoch in epochs:
+            state.epoch = epoch
+            self.sampler.set_epoch(epoch)
+            batches = list(self.sampler)[self.batch_in_epoch :]
+            loader = torch.utils.data.DataLoader(IndexDataset(len(self.train_data)), batch_sampler=batches, collate_fn=self.collator, num_workers=opts.num_workers)
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not show, leave=False, total=len(batches))
+            self._train_epoch(bar)
+            if state.stop:
+                break
+            self.batch_in_epoch = 0
+            state.epoch = epoch + 1
+            for callback in self.callbacks:
+                callback.on_epoch_end(state)
+            if opts.eval_every_epochs and (epoch + 1) % opts.eval_every_epochs == 0 and epoch + 1 < opts.epochs:
+                self._periodic_evaluation()
+            self._checkpoint()
+            if state.stop:
+                break
+        for callback in self.callbacks:
+            callback.on_train_end(state)
+
+    def _train_epoch(self, bar: Any) -> None:
+        opts, state, model = self.opts, self.state, self.model
+        model.train()
+        for modality in self.frozen:  # frozen towers are feature extractors: no dropout, no BN updates
+            model.tower(modality).eval()
+        accumulated, started, examples = 0, time.perf_counter(), 0
+        for batch in bar:
+            with autocast(self.device, self.dtype):
+                embeddings = self._embed(batch)
+            loss = self._loss(embeddings, batch)
+            if not torch.isfinite(loss):
+                kept = f"; the last good checkpoint is in {self.out / 'checkpoint'}" if self.out and has_checkpoint(self.out / "checkpoint") else ""
+                raise TrainingError(f"the loss became {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); training stopped{kept}. Try a lower learning_rate.")
+            (loss / opts.gradient_accumulation_steps).backward()
+            accumulated += 1
+            self.batch_in_epoch += 1
+            examples += len(batch.indices)
+            if accumulated < opts.gradient_accumulation_steps and self.batch_in_epoch < len(self.sampler):
+                continue
+            accumulated = 0
+            self._optimizer_step()
+            state.step += 1
+            state.loss = loss.item()
+            state.learning_rate = self.scheduler.get_last_lr()[0]
+            state.history.append({"step": state.step, "epoch": state.epoch, "loss": state.loss})
+            bar.set_postfix(loss=f"{state.loss:.4f}", ex_per_s=f"{examples / (time.perf_counter() - started):.1f}")
+            for callback in self.callbacks:
+                callback.on_step_end(state)
+            if opts.eval_every_steps and state.step % opts.eval_every_steps == 0:
+                self._periodic_evaluation()
+            if opts.checkpoint_every_steps and state.step % opts.checkpoint_every_steps == 0:
+                self._checkpoint()
+            if state.stop:
+                return
+
+    def _embed(self, batch: Batch) -> list[torch.Tensor]:
+        if self.cache is not None:
+            index = torch.tensor(batch.indices)
+            return [self.model.head(cache[index].to(self.device), side.modality) for cache, side in zip(self.cache, self.sides)]
+        parts = [(move(f, self.device), side.modality) for f, side in zip(batch.features, self.sides)]
+        return self.step_module(parts)
+
+    def _loss(self, embeddings: list[torch.Tensor], batch: Batch) -> torch.Tensor:
+        kind = self.train_data.kind
+        if kind == "labeled":
+            return self.loss.compute(embeddings[0], labels=batch.labels.to(self.device))
+        logit_scale = self.model.logit_scale
+        if kind == "scored":
+            return self.loss.compute(embeddings[0], embeddings[1], scores=batch.scores.to(self.device))
+        return self.loss.compute(embeddings[0], embeddings[1], logit_scale=logit_scale)
+
+    def _optimizer_step(self) -> None:
+        if self.opts.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.opts.max_grad_norm)
+        for optimizer in (self.optimizer, self.loss_optimizer):
+            if optimizer is not None:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def _embed_frozen(self) -> list[torch.Tensor]:
+        """Frozen towers give fixed outputs: embed every training item once, reuse it every epoch."""
+        from finetuner.encoding import embed_backbone
+
+        logger.info("backbone frozen: caching its embeddings of the training data (%s)", self.opts.cache_frozen)
+        caches = []
+        for number, side in enumerate(self.sides):
+            cached = embed_backbone(self.model, side.items, modality=side.modality, batch_size=max(self.opts.batch_size, 64), precision=self.opts.precision, device=self.device)
+            if self.opts.cache_frozen == "disk" and self.out is not None:
+                path = self.out / "cache" / f"side-{number}.npy"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(path, cached)
+                cached = np.load(path, mmap_mode="r")
+            caches.append(torch.from_numpy(np.asarray(cached)))
+        return caches
+
+    # -- evaluation ----------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        from finetuner.evaluation import evaluate
+
+        return evaluate(self.model, self.eval_data, k=tuple(self.opts.eval_k), precision=self.opts.precision, device=self.device)
+
+    def _periodic_evaluation(self) -> None:
+        if self.eval_data is None:
+            raise TrainingError("eval_every_steps/eval_every_epochs need eval_data")
+        self.state.metrics = self.evaluate()
+        self.state.history.append({"step": self.state.step, "epoch": self.state.epoch, **{f"eval/{k}": v for k, v in self.state.metrics.items()}})
+        for callback in self.callbacks:
+            callback.on_evaluate(self.state)
+
+
+class _EmbedStep(torch.nn.Module):
+    """One forward over every side of a batch, so DistributedDataParallel sees a single call."""
+
+    def __init__(self, model: EmbeddingModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, parts: list[tuple[dict[str, torch.Tensor] | None, str]]) -> list[torch.Tensor]:
+        return [self.model(features, modality) for features, modality in parts]
