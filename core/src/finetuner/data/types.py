@@ -7,6 +7,7 @@ is an image.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -35,6 +36,10 @@ class LabeledData:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def label_counts(self) -> dict[str, int]:
+        """How many items each label has, in order of first appearance."""
+        return dict(Counter(self.labels))
 
 
 @dataclass
