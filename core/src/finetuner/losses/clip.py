@@ -1,0 +1,39 @@
+"""CLIP's symmetric contrastive loss with the model's learnable temperature."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from finetuner.losses.base import fp32
+from finetuner.losses.distributed import gather_batch
+from finetuner.losses.in_batch import check_pairs
+
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+class ClipLoss(nn.Module):
+    """Mean of text -> image and image -> text cross-entropy over ``exp(logit_scale) * cosine``.
+
+    ``logit_scale`` is the model's parameter (the log of the inverse temperature); it is
+    clamped at ``log(100)`` as CLIP does, and receives a gradient below that. Under
+    ``torch.distributed`` each rank scores its own texts against every rank's images and its
+    own images against every rank's texts.
+    """
+
+    kinds = ("pairs",)
+
+    @fp32
+    def forward(self, text_emb: torch.Tensor, image_emb: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+        check_pairs(text_emb, image_emb)
+        texts, images = F.normalize(text_emb, dim=-1), F.normalize(image_emb, dim=-1)
+        scale = torch.as_tensor(logit_scale, dtype=torch.float32, device=texts.device).clamp(max=MAX_LOGIT_SCALE).exp()
+        batch = gather_batch(texts, images)
+        all_texts, all_images = batch.tensors
+        targets = torch.arange(texts.shape[0], device=texts.device) + batch.offset
+        loss = F.cross_entropy(scale * texts @ all_images.T, targets, reduction="sum")
+        loss = loss + F.cross_entropy(scale * images @ all_texts.T, targets, reduction="sum")
+        return batch.share(loss) / 2
