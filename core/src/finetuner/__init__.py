@@ -33,6 +33,7 @@ _LAZY = {
     "load": "finetuner.artifacts",
     "fit": "finetuner.training.fit",
     "evaluate": "finetuner.evaluation.evaluate",
+    "load_data": "finetuner.data.load",
 }
 
 __all__ = [

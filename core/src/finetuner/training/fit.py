@@ -77,6 +77,7 @@ def fit(
     *,
     output_dir: str | Path | None = "finetuner-run",
     kind: str | None = None,
+    eval_kind: str | None = None,
     columns: dict[str, str] | None = None,
     freeze: bool | str | Sequence[str] = False,
     output_dim: int | None = None,
@@ -89,7 +90,8 @@ def fit(
 
     ``model`` is a backbone name (see ``finetuner models``; ``"TEXT+IMAGE"`` joins two
     backbones) or an :class:`EmbeddingModel`. ``train_data`` and ``eval_data`` are anything
-    :func:`finetuner.data.load_data` reads: CSV files, image folders, lists, DataFrames.
+    :func:`finetuner.data.load_data` reads: CSV files, image folders, lists, DataFrames;
+    ``kind``/``columns`` force how they are read (``eval_kind`` for eval_data, default ``kind``).
     The artifact goes to ``<output_dir>/model``; checkpoints to ``<output_dir>/checkpoint``.
     Options are the fields of :class:`FitOptions` (epochs, batch_size, learning_rate, loss,
     miner, optimizer, scheduler, precision, ...).
@@ -101,11 +103,11 @@ def fit(
     if unknown:
         from finetuner.errors import UnknownNameError
 
-        raise UnknownNameError("fit() option", sorted(unknown)[0], [*FitOptions.__dataclass_fields__, "output_dir", "kind", "columns", "freeze", "output_dim", "pretrained", "callbacks", "resume"])
+        raise UnknownNameError("fit() option", sorted(unknown)[0], [*FitOptions.__dataclass_fields__, "output_dir", "kind", "eval_kind", "columns", "freeze", "output_dim", "pretrained", "callbacks", "resume"])
     opts = FitOptions(**options)
     train = load_data(train_data, kind=kind, columns=columns)
     opts.validate(len(train))
-    evaluation = load_data(eval_data) if eval_data is not None else None
+    evaluation = load_data(eval_data, kind=eval_kind or kind, columns=columns) if eval_data is not None else None
     _seed_everything(opts.seed)
     if isinstance(model, str):
         from finetuner.models.build import build_model
@@ -187,13 +189,13 @@ class Trainer:
         self.scheduler = build_scheduler(opts.scheduler, self.optimizer, total_steps=total, warmup_steps=int(total * opts.warmup_ratio))
         self.loss_optimizer = None
         if self.loss.needs_optimizer:
-            lr = opts.loss_learning_rate or opts.learning_rate * 100
+            lr = opts.loss_learning_rate or opts.learning_rate * self.loss.lr_multiplier
             self.loss_optimizer = build_optimizer(opts.optimizer, self.loss.parameters(), learning_rate=lr, weight_decay=0.0)
         self.step_module = dist.wrap(_EmbedStep(model))
         self.state = TrainState(total_steps=total, output_dir=out, model=model)
         self.batch_in_epoch = 0
         self.before: dict[str, float] | None = None
-        self.cache: list[torch.Tensor] | None = None
+        self.cache: list[np.ndarray] | None = None
 
     # -- setup -------------------------------------------------------------------------
     def _sampler(self, label_ids: list[int] | None) -> Any:
@@ -295,8 +297,8 @@ class Trainer:
 
     def _embed(self, batch: Batch) -> list[torch.Tensor]:
         if self.cache is not None:
-            index = torch.tensor(batch.indices)
-            return [self.model.head(cache[index].to(self.device), side.modality) for cache, side in zip(self.cache, self.sides)]
+            rows = np.asarray(batch.indices)
+            return [self.model.head(torch.from_numpy(cache[rows]).to(self.device), side.modality) for cache, side in zip(self.cache, self.sides)]
         parts = [(move(f, self.device), side.modality) for f, side in zip(batch.features, self.sides)]
         return self.step_module(parts)
 
@@ -318,7 +320,7 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
 
-    def _embed_frozen(self) -> list[torch.Tensor]:
+    def _embed_frozen(self) -> list[np.ndarray]:
         """Frozen towers give fixed outputs: embed every training item once, reuse it every epoch."""
         from finetuner.encoding import embed_backbone
 
@@ -331,7 +333,7 @@ class Trainer:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 np.save(path, cached)
                 cached = np.load(path, mmap_mode="r")
-            caches.append(torch.from_numpy(np.asarray(cached)))
+            caches.append(cached)
         return caches
 
     # -- evaluation ----------------------------------------------------------------------
