@@ -15,7 +15,8 @@ class UnknownNameError(FinetunerError, ValueError):
 
     def __init__(self, kind: str, name: str, valid: Iterable[str], hint: str = "") -> None:
         valid = sorted(set(valid))
-        close = difflib.get_close_matches(str(name), valid, n=5, cutoff=0.5)
+        by_lower = {v.lower(): v for v in valid}
+        close = [by_lower[c] for c in difflib.get_close_matches(str(name).lower(), list(by_lower), n=5, cutoff=0.5)]
         message = f"unknown {kind} {name!r}."
         if close:
             message += f" Did you mean: {', '.join(close)}?"
