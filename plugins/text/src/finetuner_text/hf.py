@@ -1,0 +1,115 @@
+"""The Hugging Face text tower: tokenizer + transformer encoder + attention-mask-aware pooling."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from finetuner import DataError, Tower
+from finetuner.models import TokenPooling
+from finetuner.models.pooling import TOKEN_POOLINGS
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from finetuner_text.sources import embedding_dim, not_available, read_json
+
+DEFAULT_MAX_LENGTH = 256
+POOLING_FILE = "1_Pooling/config.json"
+ST_CONFIG_FILE = "sentence_bert_config.json"
+# sentence-transformers pooling flags and the mode each one means here (others are unsupported).
+ST_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
+
+
+class HFTextTower(Tower):
+    """Strings in, pooled token states out; batches are padded to their longest text only."""
+
+    modality = "text"
+
+    def __init__(self, encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pooling: str, max_length: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.pooling = TokenPooling(pooling)
+        self.max_length = max_length
+        self.output_dim = embedding_dim(encoder.config.to_dict(), f"the config of {encoder.config.name_or_path}")
+
+    def preprocess(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+        for index, item in enumerate(items):
+            if not isinstance(item, str):
+                raise DataError(f"text item {index} is {type(item).__name__} {item!r:.60}, not a string")
+        tokens = self.tokenizer(
+            list(items),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+            return_token_type_ids=False,
+        )
+        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = features["attention_mask"]
+        hidden = self.encoder(input_ids=features["input_ids"], attention_mask=mask).last_hidden_state
+        return self.pooling(hidden, mask)
+
+    def item_cost(self, item: Any) -> int:
+        return len(item) if isinstance(item, str) else 0
+
+    def save_files(self, directory: Path) -> None:
+        """Tokenizer files, config.json and sentence-transformers pooling/length configs."""
+        directory = Path(directory)
+        self.tokenizer.save_pretrained(directory)
+        self.encoder.config.save_pretrained(directory)
+        flags = {flag: mode == self.pooling.mode for flag, mode in ST_POOLING_FLAGS.items()}
+        (directory / POOLING_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (directory / POOLING_FILE).write_text(json.dumps({"word_embedding_dimension": self.output_dim, **flags}, indent=2))
+        (directory / ST_CONFIG_FILE).write_text(json.dumps({"max_seq_length": self.max_length}, indent=2))
+
+
+def build_tower(source: str, pretrained: bool = True, pooling: str | None = None, max_length: int | None = None) -> HFTextTower:
+    """The tower of a Hugging Face model id or folder (see :func:`finetuner_text.build_hf`)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        if pretrained:
+            encoder = AutoModel.from_pretrained(source, dtype=torch.float32)
+        else:
+            encoder = AutoModel.from_config(AutoConfig.from_pretrained(source))
+    except OSError as exc:
+        raise not_available(source, str(exc).splitlines()[0]) from exc
+    return HFTextTower(
+        encoder,
+        tokenizer,
+        pooling=pooling or default_pooling(source),
+        max_length=check_max_length(max_length, source, encoder, tokenizer),
+    )
+
+
+def default_pooling(source: str) -> str:
+    """The pooling a sentence-transformers folder asks for (``1_Pooling/config.json``), else mean."""
+    config = read_json(source, POOLING_FILE, download=True)
+    if config is None:
+        return "mean"
+    if config.get("pooling_mode") in TOKEN_POOLINGS:  # newer sentence-transformers write the mode by name
+        return config["pooling_mode"]
+    modes = [mode for flag, mode in ST_POOLING_FLAGS.items() if config.get(flag)]
+    others = [k for k, v in config.items() if k.startswith("pooling_mode") and k not in ST_POOLING_FLAGS and v]
+    if len(modes) != 1 or others:
+        raise ValueError(
+            f"{POOLING_FILE} of {source} asks for pooling {modes + others}; supported is one of {TOKEN_POOLINGS}: pass pooling="
+        )
+    return modes[0]
+
+
+def check_max_length(max_length: int | None, source: str, encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    """``max_length``, or the folder's ``sentence_bert_config.json`` value, or 256; within the model's limit."""
+    limits = [getattr(encoder.config, "max_position_embeddings", None), tokenizer.model_max_length]
+    limit = min((v for v in limits if isinstance(v, int) and 0 < v < 1_000_000), default=None)
+    if max_length is None:
+        st_config = read_json(source, ST_CONFIG_FILE, download=True) or {}
+        value = int(st_config.get("max_seq_length") or DEFAULT_MAX_LENGTH)
+        return min(value, limit) if limit else value
+    if not isinstance(max_length, int) or max_length < 1 or (limit and max_length > limit):
+        raise ValueError(f"max_length must be an int from 1 to {limit or 'the model limit'}, got {max_length!r}")
+    return max_length
