@@ -27,7 +27,7 @@ def build_towers(
         raise PluginError(f"plugin {spec.plugin!r} failed to build model {name!r}: {type(exc).__name__}: {exc}") from exc
     if isinstance(built, EmbeddingModel):
         towers = dict(built.towers.items())
-        logit_scale = float(built.logit_scale) if built.logit_scale is not None else None
+        logit_scale = float(built.logit_scale.detach()) if built.logit_scale is not None else None
     elif isinstance(built, Tower):
         towers, logit_scale = {built.modality: built}, None
     else:
