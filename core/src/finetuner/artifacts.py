@@ -67,19 +67,26 @@ def save(model: Any, directory: str | Path, *, metrics: dict[str, Any] | None = 
 
 
 def _replace(new: Path, target: Path) -> None:
-    """Put ``new`` at ``target``; an existing target is moved aside first and removed last."""
+    """Put ``new`` at ``target``; an existing target is moved aside first and removed last.
+
+    On failure the previous artifact is back at ``target`` and nothing is left beside it.
+    """
     if not target.exists():
         os.replace(new, target)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old / "artifact")
+    try:
+        os.replace(target, old / "artifact")
+    except BaseException:
+        old.rmdir()
+        raise
     try:
         os.replace(new, target)
     except BaseException:
         os.replace(old / "artifact", target)
+        old.rmdir()
         raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
@@ -98,6 +105,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
 
 def load(directory: str | Path) -> Any:
     """Rebuild the model saved in ``directory``; refuses pickles and mismatched weights."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_model
 
     from finetuner.models.build import build_towers
@@ -125,6 +133,8 @@ def load(directory: str | Path) -> Any:
     )
     try:
         load_model(model, str(weights), strict=True)
+    except SafetensorError as exc:
+        raise ArtifactError(f"{weights} is not a readable safetensors file (truncated, or another format): {exc}") from exc
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ArtifactError(f"weights in {weights} do not match the model described in {CONFIG_FILE}: {exc}") from exc
     model.freeze(config.get("frozen", []))

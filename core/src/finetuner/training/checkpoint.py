@@ -26,13 +26,16 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, stateful: dict[str,
     from safetensors.torch import save_model
 
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.tmp-", dir=directory.parent))
+    for stale in directory.parent.glob(f".{directory.name}.tmp-*"):  # left by a run killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
         save_model(model, str(tmp / "model.safetensors"))
         torch.save(
             {
                 **{name: obj.state_dict() for name, obj in stateful.items() if obj is not None},
                 "rng_torch": torch.get_rng_state(),
+                **({"rng_cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_initialized() else {}),
                 "rng_numpy": torch.from_numpy(np.frombuffer(json.dumps(_numpy_state()).encode(), dtype=np.uint8).copy()),
                 "rng_python": torch.from_numpy(np.frombuffer(json.dumps(_python_state()).encode(), dtype=np.uint8).copy()),
             },
@@ -63,6 +66,8 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, stateful: dict[str,
         if obj is not None:
             obj.load_state_dict(state[name])
     torch.set_rng_state(state["rng_torch"])
+    if "rng_cuda" in state and torch.cuda.is_available() and len(state["rng_cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
     _set_numpy_state(json.loads(bytes(state["rng_numpy"].numpy()).decode()))
     _set_python_state(json.loads(bytes(state["rng_python"].numpy()).decode()))
     return json.loads((directory / STATE_FILE).read_text())

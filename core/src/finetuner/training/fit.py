@@ -243,7 +243,10 @@ class Trainer:
             state.epoch = epoch
             self.sampler.set_epoch(epoch)
             batches = list(self.sampler)[self.batch_in_epoch :]
-            loader = torch.utils.data.DataLoader(IndexDataset(len(self.train_data)), batch_sampler=batches, collate_fn=self.collator, num_workers=opts.num_workers)
+            # A generator of its own: a DataLoader otherwise draws its worker seed from the global RNG,
+            # so a run resumed mid-epoch would draw at a point the uninterrupted run did not.
+            workers_seed = torch.Generator().manual_seed(opts.seed + epoch)
+            loader = torch.utils.data.DataLoader(IndexDataset(len(self.train_data)), batch_sampler=batches, collate_fn=self.collator, num_workers=opts.num_workers, generator=workers_seed)
             bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not show, leave=False, total=len(batches))
             self._train_epoch(bar)
             if state.stop:
