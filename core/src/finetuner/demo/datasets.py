@@ -36,7 +36,7 @@ def _split_docstring(doc: str) -> tuple[str, str] | None:
     body = " ".join(" ".join(paragraphs[1:]).split())
     if len(summary) < 15 or len(body) < 60 or ">>>" in body[:20]:
         return None
-    return summary, body[:1000]
+    return summary, body[:600]
 
 
 def stdlib_docstring_pairs() -> list[tuple[str, str]]:

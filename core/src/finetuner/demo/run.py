@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-logger = logging.getLogger("finetuner")
 
 
 @dataclass(frozen=True)
@@ -26,7 +23,7 @@ DEMOS = {
         model="all-MiniLM-L6-v2",
         data="Python standard-library docstrings: each documented function's one-line summary (query) "
         "against the rest of its docstring (document), ~80/20 train/held-out split by a stable hash",
-        build_options={},
+        build_options={"max_length": 128},
         fit_options={"epochs": 1, "batch_size": 32, "learning_rate": 5e-5, "loss": "MultipleNegativesRankingLoss"},
     ),
     "image-to-image": Demo(
