@@ -1,0 +1,148 @@
+"""timm backbones: ``timm/<name>`` for every model timm knows, built with ``num_classes=0``."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import NamedTuple
+
+import timm
+import torch
+from timm.data import resolve_data_config
+
+from finetuner import BackboneSpec, ModelNotAvailableError, UnknownNameError
+from finetuner.models import GeM
+from finetuner_vision import TIMM_DESCRIPTION, TIMM_PREFIX, timm_builder
+from finetuner_vision.images import ImagePreprocessing
+from finetuner_vision.tower import POOLINGS, ImageTower
+from finetuner_vision.weights import ALTERNATIVES, ensure_downloadable, load_weights_file, not_available, reachable
+
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class TimmInfo(NamedTuple):
+    output_dim: int
+    architecture: str
+
+
+def check_name(name: str) -> None:
+    """Raise UnknownNameError, with close matches, for a name (``arch`` or ``arch.tag``) timm does not know."""
+    known = name in timm.list_pretrained() if "." in name else timm.is_model(name)
+    if not known:
+        valid = timm.list_pretrained() if "." in name else timm.list_models()
+        raise UnknownNameError("timm model", TIMM_PREFIX + name, [TIMM_PREFIX + n for n in valid])
+
+
+@functools.lru_cache(maxsize=256)
+def timm_info(name: str) -> TimmInfo:
+    """The true embedding size and the architecture family, from a weightless meta-device build."""
+    check_name(name)
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False, num_classes=0)
+        size = resolve_data_config(model=model)["input_size"]
+        output_dim = int(model(torch.empty(1, *size)).shape[-1])
+    attention = any("Attention" in type(m).__name__ for m in model.modules())
+    return TimmInfo(output_dim, "transformer" if attention else "CNN")
+
+
+def resolve_spec(name: str) -> BackboneSpec:
+    """The spec of ``timm/<name>``, built on the fly."""
+    info = timm_info(name)
+    return BackboneSpec(
+        name=TIMM_PREFIX + name,
+        task="image-to-image",
+        output_dim=info.output_dim,
+        architecture=info.architecture,
+        description=TIMM_DESCRIPTION,
+        build=timm_builder(name),
+    )
+
+
+def build_timm(
+    name: str,
+    *,
+    pretrained: bool = True,
+    local_dir: str | Path | None = None,
+    pooling: str = "avg",
+    weights: str | Path | None = None,
+) -> ImageTower:
+    """Build ``timm.create_model(name, num_classes=0)`` as a tower.
+
+    ``pooling="gem"`` builds it with ``global_pool=""`` and applies GeM to the feature map it
+    then returns (CNNs; token outputs are refused). ``pretrained`` loads timm's weights (Hugging
+    Face hub cache or download); ``weights`` a local state dict in timm's key names instead.
+    """
+    if pooling not in POOLINGS:
+        raise UnknownNameError("pooling", pooling, POOLINGS)
+    info = timm_info(name)
+    label = TIMM_PREFIX + name
+    options = {"num_classes": 0, **({"global_pool": ""} if pooling == "gem" else {})}
+    pool, channels_axis = (GeM(), _gem_channels_axis(name, label, info.output_dim)) if pooling == "gem" else (None, 1)
+    if pretrained and weights is None:
+        _ensure_pretrained(name, label)
+        try:
+            model = timm.create_model(name, pretrained=True, **options)
+        except OSError as exc:  # hub or URL download failures, offline mode
+            raise not_available(label, f"loading them failed: {exc}") from exc
+    else:
+        model = timm.create_model(name, pretrained=False, **options)
+    if weights is not None:
+        classifier = model.pretrained_cfg.get("classifier") or ()
+        load_weights_file(model, weights, model=label, ignore=[classifier] if isinstance(classifier, str) else list(classifier))
+    preprocessing = ImagePreprocessing.load(local_dir) if local_dir is not None else ImagePreprocessing.from_timm(model)
+    return ImageTower(
+        model,
+        output_dim=info.output_dim,
+        preprocessing=preprocessing,
+        pool=pool,
+        channels_axis=channels_axis,
+        channels_last=info.architecture == "CNN",
+    )
+
+
+def _gem_channels_axis(name: str, label: str, output_dim: int) -> int:
+    """Where the channels are in the unpooled output; refuse outputs GeM cannot pool to ``output_dim``."""
+    shape, layout = _unpooled_output(name)
+    if len(shape) != 4:
+        raise UnknownNameError(
+            "pooling", "gem", ["avg"], hint=f"{label} returns tokens {list(shape)}, not a feature map, so GeM does not apply."
+        )
+    axis = -1 if layout == "NHWC" else 1
+    if shape[axis] != output_dim:
+        raise UnknownNameError(
+            "pooling", "gem", ["avg"], hint=f"{label} has {shape[axis]} channels before pooling but {output_dim} after its head."
+        )
+    return axis
+
+
+@functools.lru_cache(maxsize=64)
+def _unpooled_output(name: str) -> tuple[tuple[int, ...], str]:
+    """Shape and layout of the output of ``name`` built with ``global_pool=""`` (meta device, no weights)."""
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
+        size = resolve_data_config(model=model)["input_size"]
+        shape = tuple(model(torch.empty(1, *size)).shape)
+    layout = getattr(model, "output_fmt", "NCHW")
+    return shape, getattr(layout, "value", layout)
+
+
+def _ensure_pretrained(name: str, label: str) -> None:
+    """Return when timm's weights for ``name`` are cached or downloadable; raise otherwise, without waiting long."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = cfg.hf_hub_id if cfg else None
+    url = cfg.url if cfg else None
+    if hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo = hub_id.split("@")[0]
+        files = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HF_WEIGHT_FILES
+        if any(isinstance(try_to_load_from_cache(repo, f), str) for f in files):
+            return
+        if constants.is_offline_mode():
+            raise not_available(label, f"{repo} is not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+        if not reachable(constants.ENDPOINT):
+            raise not_available(label, f"{repo} is not in the Hugging Face cache and {constants.ENDPOINT} cannot be reached")
+    elif url:
+        ensure_downloadable(url, label)
+    else:
+        raise ModelNotAvailableError(f"timm has no pretrained weights for {label}: {ALTERNATIVES}.")
