@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 
+HEADLINE = ("ndcg@10", "recall@1", "recall@10", "mrr@10", "map@r", "precision@1", "r_precision")
+
+
 @dataclass(frozen=True)
 class Demo:
     task: str
@@ -74,6 +77,7 @@ def _build(demo: Demo) -> Any:
 def run_demo(task: str = "text-to-text", output_dir: str | Path = "finetuner-demo", **overrides: Any) -> Any:
     """Fine-tune the demo of ``task``; prints before/after metrics and writes the artifact and report."""
     from finetuner.errors import UnknownNameError
+    from finetuner.evaluation.report import compare
     from finetuner.training.fit import fit
 
     if task not in DEMOS:
@@ -84,5 +88,9 @@ def run_demo(task: str = "text-to-text", output_dir: str | Path = "finetuner-dem
     print(f"demo {task}: {demo.model} on {len(train)} training and {len(held_out)} held-out examples\n  data: {demo.data}")
     model = _build(demo)
     model = fit(model, train, held_out, output_dir=output_dir, **{**demo.fit_options, **overrides})
+    headline = [name for name in model.metrics["after"] if name.rsplit("/", 1)[-1] in HEADLINE]
+    pick = lambda metrics: {name: metrics[name] for name in headline}  # noqa: E731
+    print(f"\nheld-out metrics before and after fine-tuning ({len(held_out)} examples):")
+    print(compare(pick(model.metrics["before"]), pick(model.metrics["after"])))
     print(f"artifact: {Path(output_dir) / 'model'}  ({time.perf_counter() - started:.0f} s in all)")
     return model
