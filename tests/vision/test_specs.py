@@ -101,6 +101,7 @@ def test_registered_timm_dims_agree_with_the_resolver() -> None:
         ("timm/mobilenetv3_large_100", 1280, "CNN"),  # its head maps 960 channels to 1280 after pooling
         ("timm/swin_tiny_patch4_window7_224", 768, "transformer"),
         ("timm/test_vit.r160_in1k", 64, "transformer"),  # a pretrained tag
+        ("timm/resnest14d", 2048, "CNN"),  # batch norm on a 1x1 map: sized in eval mode
     ],
 )
 def test_any_timm_name_resolves_with_its_true_dim(name: str, dim: int, architecture: str) -> None:
@@ -123,6 +124,11 @@ def test_unknown_timm_name_suggests_close_names() -> None:
     with pytest.raises(finetuner.UnknownNameError, match="timm/test_vit.r160_in1kk") as error:
         finetuner.get_spec("timm/test_vit.r160_in1kk")  # a tag timm does not have
     assert "timm/test_vit.r160_in1k" in error.value.close_matches
+
+
+def test_timm_models_without_a_pooled_output_are_refused_clearly() -> None:
+    with pytest.raises(finetuner.PluginError, match=r"timm/mobilenetv5_300m_enc is not supported: .* returns \[1, 2048, 16, 16\]"):
+        finetuner.get_spec("timm/mobilenetv5_300m_enc")
 
 
 def test_names_outside_the_timm_family_are_not_resolved_by_the_plugin() -> None:

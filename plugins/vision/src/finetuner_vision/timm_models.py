@@ -10,7 +10,7 @@ import timm
 import torch
 from timm.data import resolve_data_config
 
-from finetuner import BackboneSpec, ModelNotAvailableError, UnknownNameError
+from finetuner import BackboneSpec, ModelNotAvailableError, PluginError, UnknownNameError
 from finetuner.models import GeM
 from finetuner_vision import TIMM_DESCRIPTION, TIMM_PREFIX, timm_builder
 from finetuner_vision.images import ImagePreprocessing
@@ -37,12 +37,15 @@ def check_name(name: str) -> None:
 def timm_info(name: str) -> TimmInfo:
     """The true embedding size and the architecture family, from a weightless meta-device build."""
     check_name(name)
+    shape = _meta_output(name)
+    if len(shape) != 2:
+        raise PluginError(
+            f"{TIMM_PREFIX + name} is not supported: with num_classes=0 it returns {list(shape)}, not one vector per image"
+        )
     with torch.device("meta"):
         model = timm.create_model(name, pretrained=False, num_classes=0)
-        size = resolve_data_config(model=model)["input_size"]
-        output_dim = int(model(torch.empty(1, *size)).shape[-1])
     attention = any("Attention" in type(m).__name__ for m in model.modules())
-    return TimmInfo(output_dim, "transformer" if attention else "CNN")
+    return TimmInfo(int(shape[-1]), "transformer" if attention else "CNN")
 
 
 def resolve_spec(name: str) -> BackboneSpec:
@@ -115,15 +118,21 @@ def _gem_channels_axis(name: str, label: str, output_dim: int) -> int:
     return axis
 
 
-@functools.lru_cache(maxsize=64)
 def _unpooled_output(name: str) -> tuple[tuple[int, ...], str]:
-    """Shape and layout of the output of ``name`` built with ``global_pool=""`` (meta device, no weights)."""
+    """Shape and layout of the output of ``name`` built with ``global_pool=""``."""
+    shape = _meta_output(name, global_pool="")
     with torch.device("meta"):
-        model = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
-        size = resolve_data_config(model=model)["input_size"]
-        shape = tuple(model(torch.empty(1, *size)).shape)
-    layout = getattr(model, "output_fmt", "NCHW")
+        layout = getattr(timm.create_model(name, pretrained=False, num_classes=0, global_pool=""), "output_fmt", "NCHW")
     return shape, getattr(layout, "value", layout)
+
+
+@functools.lru_cache(maxsize=256)
+def _meta_output(name: str, **options: str) -> tuple[int, ...]:
+    """The output shape of ``timm.create_model(name, num_classes=0, **options)`` for one image, on the meta device (no weights, no compute)."""
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False, num_classes=0, **options).eval()
+        size = resolve_data_config(model=model)["input_size"]
+        return tuple(model(torch.empty(1, *size)).shape)
 
 
 def _ensure_pretrained(name: str, label: str) -> None:
@@ -135,7 +144,12 @@ def _ensure_pretrained(name: str, label: str) -> None:
         from huggingface_hub import constants, try_to_load_from_cache
 
         repo = hub_id.split("@")[0]
-        files = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HF_WEIGHT_FILES
+        # timm prefers a safetensors twin of any *pytorch_model.bin it is told to load
+        files = (
+            (cfg.hf_hub_filename, cfg.hf_hub_filename.replace("pytorch_model.bin", "model.safetensors"))
+            if cfg.hf_hub_filename
+            else HF_WEIGHT_FILES
+        )
         if any(isinstance(try_to_load_from_cache(repo, f), str) for f in files):
             return
         if constants.is_offline_mode():
