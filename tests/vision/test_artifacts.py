@@ -59,3 +59,16 @@ def test_loading_uses_the_saved_preprocessing(tmp_path: Path) -> None:
     path.write_text(json.dumps({**config, "input_size": [3, 128, 128]}))
     pixels = finetuner.load(tmp_path / "artifact").tower().preprocess([np.zeros((200, 300, 3), np.uint8)])["pixel_values"]
     assert pixels.shape == (1, 3, 128, 128)
+
+
+@pytest.mark.parametrize("name", ["timm/test_vit", "efficientnet_b0"])
+def test_image_size_option_resizes_inputs_and_survives_a_round_trip(tmp_path: Path, name: str) -> None:
+    """``image_size`` suits small images; fixed-size models (ViTs) are built for it."""
+    model = finetuner.build_model(name, pretrained=False, image_size=32)
+    items = [np.zeros((8, 8), np.uint8), np.full((100, 60, 3), 200, np.uint8)]
+    assert model.tower().preprocess(items)["pixel_values"].shape == (2, 3, 32, 32)
+    before = finetuner.encode(model, items, precision="fp32")
+    finetuner.save(model, tmp_path / "artifact")
+    loaded = finetuner.load(tmp_path / "artifact")
+    assert loaded.sources[0]["options"] == {"image_size": 32}
+    np.testing.assert_allclose(finetuner.encode(loaded, items, precision="fp32"), before, atol=1e-5)

@@ -115,6 +115,14 @@ class ImagePreprocessing:
         data = resolve_data_config(model=model)
         return cls({"library": "timm", **{k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}})
 
+    def with_size(self, size: int) -> ImagePreprocessing:
+        """The same preprocessing, resizing the shorter side to ``size`` and centre-cropping ``size`` x ``size``."""
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"image_size must be a positive int, got {size!r}")
+        if self.config["library"] == "torchvision":
+            return ImagePreprocessing({**self.config, "resize_size": size, "crop_size": size})
+        return ImagePreprocessing({**self.config, "input_size": [3, size, size], "crop_pct": 1.0})
+
     @classmethod
     def load(cls, directory: str | Path) -> ImagePreprocessing:
         path = Path(directory) / CONFIG_FILE

@@ -68,18 +68,23 @@ def build_timm(
     local_dir: str | Path | None = None,
     pooling: str = "avg",
     weights: str | Path | None = None,
+    image_size: int | None = None,
 ) -> ImageTower:
     """Build ``timm.create_model(name, num_classes=0)`` as a tower.
 
     ``pooling="gem"`` builds it with ``global_pool=""`` and applies GeM to the feature map it
     then returns (CNNs; token outputs are refused). ``pretrained`` loads timm's weights (Hugging
     Face hub cache or download); ``weights`` a local state dict in timm's key names instead.
+    ``image_size`` resizes and crops inputs to that square size (models with a fixed input size,
+    such as ViTs, are built for it with ``img_size``).
     """
     if pooling not in POOLINGS:
         raise UnknownNameError("pooling", pooling, POOLINGS)
     info = timm_info(name)
     label = TIMM_PREFIX + name
-    options = {"num_classes": 0, **({"global_pool": ""} if pooling == "gem" else {})}
+    options: dict[str, object] = {"num_classes": 0, **({"global_pool": ""} if pooling == "gem" else {})}
+    if image_size is not None and timm.models.get_pretrained_cfg(name).fixed_input_size:
+        options["img_size"] = image_size
     pool, channels_axis = (GeM(), _gem_channels_axis(name, label, info.output_dim)) if pooling == "gem" else (None, 1)
     if pretrained and weights is None:
         _ensure_pretrained(name, label)
@@ -92,7 +97,11 @@ def build_timm(
     if weights is not None:
         classifier = model.pretrained_cfg.get("classifier") or ()
         load_weights_file(model, weights, model=label, ignore=[classifier] if isinstance(classifier, str) else list(classifier))
-    preprocessing = ImagePreprocessing.load(local_dir) if local_dir is not None else ImagePreprocessing.from_timm(model)
+    if local_dir is not None:
+        preprocessing = ImagePreprocessing.load(local_dir)
+    else:
+        preprocessing = ImagePreprocessing.from_timm(model)
+        preprocessing = preprocessing.with_size(image_size) if image_size is not None else preprocessing
     return ImageTower(
         model,
         output_dim=info.output_dim,

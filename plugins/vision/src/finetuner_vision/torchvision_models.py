@@ -25,12 +25,14 @@ def build_torchvision(
     local_dir: str | Path | None = None,
     pooling: str = "avg",
     weights: str | Path | None = None,
+    image_size: int | None = None,
 ) -> ImageTower:
     """Build torchvision ``arch`` as a tower: classifier removed, average or GeM pooling.
 
     ``pretrained`` loads the default ImageNet weights (``TORCH_HOME`` cache or download);
-    ``weights`` a local state dict in torchvision's key names instead. ``local_dir`` is a
-    folder a saved tower wrote; its preprocessing config is used.
+    ``weights`` a local state dict in torchvision's key names instead. ``image_size`` resizes
+    and crops inputs to that square size instead of the weights' own (e.g. for small images).
+    ``local_dir`` is a folder a saved tower wrote; its preprocessing config is used.
     """
     if pooling not in POOLINGS:
         raise UnknownNameError("pooling", pooling, POOLINGS)
@@ -51,7 +53,11 @@ def build_torchvision(
         load_weights_file(model, weights, model=label, ignore=[classifier])
     if pooling == "gem":
         model.avgpool = GeM()  # ResNet and EfficientNet flatten after `avgpool`; GeM already returns [N, C]
-    preprocessing = ImagePreprocessing.load(local_dir) if local_dir is not None else ImagePreprocessing.from_torchvision(default)
+    if local_dir is not None:
+        preprocessing = ImagePreprocessing.load(local_dir)
+    else:
+        preprocessing = ImagePreprocessing.from_torchvision(default)
+        preprocessing = preprocessing.with_size(image_size) if image_size is not None else preprocessing
     return ImageTower(model, output_dim=output_dim, preprocessing=preprocessing, channels_last=True)
 
 
