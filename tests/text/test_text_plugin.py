@@ -65,11 +65,13 @@ def test_registered_models_load_pretrained_weights_from_the_hub_cache(hub_cache)
     saved = load_file(next(hub_cache.glob("models--bert-base-cased/snapshots/*/model.safetensors")))
     key = next(k for k in saved if k.endswith("word_embeddings.weight"))
     assert torch.equal(tower.encoder.embeddings.word_embeddings.weight, saved[key])
+    assert tower.tokenizer.tokenize("Hello worlds") == ["Hello", "world", "##s"]  # the cached cased vocab
     assert finetuner.encode(bert, ["Hello world", "short"]).shape == (2, 768)
 
     msmarco = finetuner.build_model(MSMARCO_ID).tower()
     assert type(msmarco.encoder).__name__ == "DistilBertModel" and msmarco.output_dim == 768
     assert (msmarco.pooling.mode, msmarco.max_length) == ("mean", MSMARCO_MAX_SEQ_LENGTH)  # from sentence_bert_config.json
+    assert msmarco.tokenizer.tokenize("Hello") == ["hello"]
 
 
 def test_random_init_reads_config_and_tokenizer_but_not_weights(hub_cache):
@@ -182,9 +184,10 @@ def test_a_non_string_item_is_a_data_error_naming_its_index(tiny_folder, bad):
         finetuner.encode(model, ["fine", "also fine", bad])
 
 
-def test_item_cost_is_the_length_and_encode_keeps_input_order(tiny_folder):
+def test_item_cost_is_the_token_count_and_encode_keeps_input_order(tiny_folder):
     model = finetuner.build_model(f"hf:{tiny_folder}")
-    assert model.tower().item_cost("hello world") == 11 and model.tower().item_cost(None) == 0
+    assert model.tower().item_cost("hello world") == 2 and model.tower().item_cost("xyz") == 3
+    assert model.tower().item_cost(None) == 0  # bad items are reported by preprocess, with their index
     texts = ["a", LONG, "hello world", "the query"]
     together = finetuner.encode(model, texts, batch_size=2, precision="fp32")
     one_by_one = np.concatenate([finetuner.encode(model, [t], precision="fp32") for t in texts])

