@@ -122,22 +122,28 @@ def fit(
     trainer = Trainer(model, train, evaluation, opts, list(callbacks), out, dist)
     if resume:
         trainer.resume()
-    before = trainer.evaluate() if evaluation is not None and trainer.state.step == 0 else trainer.before
-    trainer.before = before
-    trainer.train()
-    after = trainer.evaluate() if evaluation is not None else {}
+    if evaluation is not None and trainer.state.step == 0:
+        trainer.evaluate_before()
+    before = trainer.before
+    trainer.train()  # ends with the final evaluation (trainer.after) when there is eval_data
+    after = trainer.after
     metrics = {"before": before or {}, "after": after}
     if evaluation is not None and dist.is_main and opts.verbose:
-        from finetuner.evaluation.report import compare
+        from finetuner.reporting import comparison
 
-        print(compare(before or {}, after))
+        print(comparison(before or {}, after))
     model.metrics = metrics
     model.history = trainer.state.history
+    model.examples = trainer.example_records()
     if out is not None and dist.is_main:
         from finetuner.artifacts import save
+        from finetuner.reporting import write_report
 
-        save(model, out / "model", metrics=metrics, extra={"training": _training_record(opts, train, trainer)})
+        save(model, out / "model", metrics=metrics, extra={"training": _training_record(opts, train, trainer), "examples": model.examples})
         logger.info("artifact written to %s", out / "model")
+        report = write_report(out / "model")
+        if opts.verbose:
+            print(f"\n{report.text}\nreport: {report.png or '(no PNG without matplotlib)'}, {report.html}")
     dist.barrier()
     return model
 
@@ -145,6 +151,7 @@ def fit(
 def _training_record(opts: FitOptions, train: Any, trainer: Trainer) -> dict[str, Any]:
     record = {k: v for k, v in asdict(opts).items() if k not in ("loss",)}
     record.update(loss=trainer.loss_name, data_kind=train.kind, data_source=train.source, examples=len(train), steps=trainer.state.step, history=trainer.state.history)
+    record["stopped_early"] = trainer.stopped_early
     return record
 
 
@@ -158,6 +165,7 @@ class Trainer:
     """The training loop behind :func:`fit`."""
 
     def __init__(self, model: EmbeddingModel, train: Any, evaluation: Any, opts: FitOptions, callbacks: list[Callback], out: Path | None, dist: Any) -> None:
+        from finetuner.evaluation.examples import select_examples
         from finetuner.losses import build_loss, default_loss
 
         self.model, self.train_data, self.eval_data, self.opts, self.callbacks, self.out, self.dist = model, train, evaluation, opts, callbacks, out, dist
@@ -195,7 +203,12 @@ class Trainer:
         self.state = TrainState(total_steps=total, output_dir=out, model=model)
         self.batch_in_epoch = 0
         self.before: dict[str, float] | None = None
+        self.after: dict[str, float] = {}
+        self.stopped_early: dict[str, Any] | None = None
         self.cache: list[np.ndarray] | None = None
+        # a few eval queries whose top results the report shows before and after training
+        self.probe = select_examples(evaluation) if evaluation is not None and dist.is_main else None
+        self.examples_before: list[Any] | None = None
 
     # -- setup -------------------------------------------------------------------------
     def _sampler(self, label_ids: list[int] | None) -> Any:
@@ -220,12 +233,13 @@ class Trainer:
         progress = load_checkpoint(checkpoint, self.model, self._stateful())
         self.state.epoch, self.state.step, self.batch_in_epoch = progress["epoch"], progress["step"], progress["batch_in_epoch"]
         self.state.history, self.before = progress["history"], progress.get("before")
+        self.examples_before = progress.get("examples_before")
         logger.info("resumed from %s at epoch %d, step %d", checkpoint, self.state.epoch + 1, self.state.step)
 
     def _checkpoint(self) -> None:
         if self.out is None or not self.dist.is_main:
             return
-        progress = {"epoch": self.state.epoch, "step": self.state.step, "batch_in_epoch": self.batch_in_epoch, "history": self.state.history, "before": self.before}
+        progress = {"epoch": self.state.epoch, "step": self.state.step, "batch_in_epoch": self.batch_in_epoch, "history": self.state.history, "before": self.before, "examples_before": self.examples_before}
         save_checkpoint(self.out / "checkpoint", self.model, self._stateful(), progress)
 
     # -- the loop ----------------------------------------------------------------------
@@ -260,6 +274,11 @@ class Trainer:
             self._checkpoint()
             if state.stop:
                 break
+        if state.stop and state.step < state.total_steps:
+            self.stopped_early = {"step": state.step, "epoch": state.epoch, "reason": state.stop_reason or "a callback set state.stop"}
+            logger.info("training stopped at step %d of %d: %s", state.step, state.total_steps, self.stopped_early["reason"])
+        if self.eval_data is not None:
+            self.after = self._final_evaluation()
         for callback in self.callbacks:
             callback.on_train_end(state)
 
@@ -283,15 +302,15 @@ class Trainer:
             if accumulated < opts.gradient_accumulation_steps and self.batch_in_epoch < len(self.sampler):
                 continue
             accumulated = 0
+            state.learning_rate = self.scheduler.get_last_lr()[0]  # the rate this step uses, before the scheduler moves on
             self._optimizer_step()
             state.step += 1
             state.loss = loss.item()
-            state.learning_rate = self.scheduler.get_last_lr()[0]
             state.history.append({"step": state.step, "epoch": state.epoch, "loss": state.loss})
             bar.set_postfix(loss=f"{state.loss:.4f}", ex_per_s=f"{examples / (time.perf_counter() - started):.1f}")
             for callback in self.callbacks:
                 callback.on_step_end(state)
-            if opts.eval_every_steps and state.step % opts.eval_every_steps == 0:
+            if opts.eval_every_steps and state.step % opts.eval_every_steps == 0 and state.step < state.total_steps:  # the last step gets the final evaluation
                 self._periodic_evaluation()
             if opts.checkpoint_every_steps and state.step % opts.checkpoint_every_steps == 0:
                 self._checkpoint()
@@ -344,6 +363,30 @@ class Trainer:
         from finetuner.evaluation import evaluate
 
         return evaluate(self.model, self.eval_data, k=tuple(self.opts.eval_k), precision=self.opts.precision, device=self.device)
+
+    def evaluate_before(self) -> None:
+        """The untrained model's numbers (the history's step 0) and its results for the example queries."""
+        self.before = self.evaluate()
+        self.state.history.append({"step": 0, "epoch": 0, **{f"eval/{k}": v for k, v in self.before.items()}})
+        if self.probe is not None:
+            self.examples_before = self._example_results()
+
+    def _final_evaluation(self) -> dict[str, float]:
+        """The trained model's numbers, one more evaluation for callbacks; reused when this step was just evaluated."""
+        last = self.state.history[-1] if self.state.history else {}
+        if last.get("step") != self.state.step or not any(k.startswith("eval/") for k in last):
+            self._periodic_evaluation()
+            last = self.state.history[-1]
+        return {k.removeprefix("eval/"): v for k, v in last.items() if k.startswith("eval/")}
+
+    def _example_results(self) -> list[Any]:
+        return self.probe.top(self.model, precision=self.opts.precision, device=self.device)
+
+    def example_records(self) -> list[dict[str, Any]]:
+        """The example queries with their top results before and after training; empty without eval data (or on rank > 0)."""
+        if self.probe is None:
+            return []
+        return self.probe.records(self.model, self.examples_before, self._example_results())
 
     def _periodic_evaluation(self) -> None:
         if self.eval_data is None:
