@@ -251,7 +251,7 @@ def test_cli_report_on_an_artifact_fit_did_not_write_fails_clearly(tmp_path, cap
 
 
 def test_without_matplotlib_the_png_is_skipped_with_a_warning(trained, tmp_path, monkeypatch, caplog):
-    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)  # import fails as if not installed
     report = write_report(trained, tmp_path)
     assert report.png is None and not (tmp_path / "report.png").exists()
     assert "matplotlib is not installed" in caplog.text

@@ -86,8 +86,9 @@ def write_report(artifact: str | Path, output: str | Path | None = None) -> Repo
 
 def plot_curves(history: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     """Loss per step and the main evaluation metrics per evaluation, side by side; None without matplotlib."""
-    try:
-        from matplotlib.figure import Figure  # the object API: no pyplot, no global backend switch
+    try:  # the object API on an Agg canvas: no pyplot, no global backend switch
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         logger.warning("matplotlib is not installed, so %s is skipped: pip install 'finetuner-core[report]'", path.name)
         return None
@@ -96,6 +97,7 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: Path) -> Path | None
     names = curve_metrics([key for h in evaluations for key in h if key.startswith("eval/")])
     panels = [p for p, wanted in (("loss", losses), ("eval", names)) if wanted]
     figure = Figure(figsize=(6 * max(1, len(panels)), 4), layout="constrained")
+    FigureCanvasAgg(figure)
     axes = figure.subplots(1, max(1, len(panels)), squeeze=False)[0]
     for ax, panel in zip(axes, panels, strict=False):
         if panel == "loss":
