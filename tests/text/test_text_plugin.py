@@ -226,3 +226,26 @@ def test_a_registered_model_loads_from_its_artifact_without_the_cache(hub_cache,
     np.testing.assert_allclose(
         finetuner.encode(loaded, texts, precision="fp32"), finetuner.encode(model, texts, precision="fp32"), atol=1e-6
     )
+
+
+def test_bf16_inference_runs_a_bf16_copy_that_follows_weight_changes(tiny_folder):
+    model = finetuner.build_model(f"hf:{tiny_folder}")
+    tower = model.tower()
+    texts = ["hello world", LONG, "the query"]
+
+    def agree(a: np.ndarray, b: np.ndarray) -> float:
+        return float((a * b).sum(1).min())  # embeddings are unit length: the lowest cosine
+
+    before = finetuner.encode(model, texts, precision="bf16")
+    assert agree(before, finetuner.encode(model, texts, precision="fp32")) > 0.99
+    _, copy = tower.__dict__["_bf16_copy"]
+    assert {p.dtype for p in copy.parameters()} == {torch.bfloat16}
+    assert not any("_bf16" in k for k in model.state_dict())  # never saved
+    with torch.no_grad():  # an in-place update, as an optimizer step does
+        tower.encoder.embeddings.word_embeddings.weight.mul_(-1)
+    after = finetuner.encode(model, texts, precision="bf16")
+    assert agree(after, finetuner.encode(model, texts, precision="fp32")) > 0.99
+    assert agree(after, before) < 0.99
+    model.train()
+    model(tower.preprocess(texts)).sum().backward()  # a training step frees the copy
+    assert "_bf16_copy" not in tower.__dict__ and tower.encoder.embeddings.word_embeddings.weight.grad is not None

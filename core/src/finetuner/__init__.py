@@ -29,6 +29,7 @@ _LAZY = {
     "EmbeddingModel": "finetuner.models.embedding",
     "Tower": "finetuner.models.tower",
     "encode": "finetuner.encoding",
+    "export_onnx": "finetuner.export",
     "save": "finetuner.artifacts",
     "load": "finetuner.artifacts",
     "fit": "finetuner.training.fit",

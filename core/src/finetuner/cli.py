@@ -11,7 +11,7 @@ import warnings
 from finetuner.errors import FinetunerError
 
 # Each module defines NAME, HELP, add_arguments(parser) and run(args) -> int; heavy imports stay inside run().
-COMMANDS = ("models", "plugins", "fit", "encode", "evaluate", "report", "demo")
+COMMANDS = ("models", "plugins", "fit", "encode", "evaluate", "export", "report", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,13 +21,23 @@ def encode(
     modality: str | None = None,
     precision: str = "auto",
     device: str | torch.device = "auto",
+    backend: str = "torch",
 ) -> np.ndarray:
     """Embed items into an ``[N, output_dim]`` float32 array, in input order.
 
     ``model`` is an :class:`EmbeddingModel` or an artifact directory. For two-tower models
     ``modality="text"`` or ``"image"`` picks the tower; without it strings go to the text
     tower and everything else (PIL images, arrays, tensors) to the image tower.
+    ``backend="onnx"`` (or ``"onnx-int8"``) runs the graphs ``finetuner export --onnx`` wrote
+    into the artifact with onnxruntime, in fp32 (an in-memory model is exported first); see
+    :mod:`finetuner.export`.
     """
+    if backend != "torch":
+        from finetuner.export import onnx_forward
+
+        model, forward = onnx_forward(model, backend, device)
+        where = next(model.parameters()).device  # the torch model only preprocesses: leave it where it is
+        return _run(model, items, model.output_dim, forward, batch_size, modality, "fp32", where)
     if isinstance(model, (str, Path)):
         from finetuner.artifacts import load
 

@@ -2,6 +2,10 @@
 
 INPUT is a text file with one item per line (text, or image paths relative to the file),
 or a folder of images (all image files below it, sorted by path).
+
+Under torchrun each rank embeds a contiguous shard and rank 0 writes the one output::
+
+    torchrun --nproc_per_node=4 -m finetuner encode ARTIFACT corpus.txt -o corpus.npy
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pathlib import Path
 NAME = "encode"
 HELP = "embed a file of texts or a folder of images into a .npy array"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="torch, or onnxruntime on an artifact exported with `finetuner export --onnx` (onnx-int8: its quantised graphs)")
 
 
 def read_items(path: Path) -> tuple[list, str]:
@@ -48,11 +54,24 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     import finetuner
+    from finetuner.artifacts import read_config
+    from finetuner.errors import DataError
+    from finetuner.training.distributed import encode_sharded
 
     items, suggested = read_items(args.input)
-    model = finetuner.load(args.model) if Path(args.model).is_dir() else finetuner.build_model(args.model)
-    modality = args.modality or (suggested if len(model.towers) > 1 else None)
-    embeddings = finetuner.encode(model, items, batch_size=args.batch_size, modality=modality, precision=args.precision, device=args.device)
+    source = Path(args.model)
+    if args.backend == "torch":
+        model = finetuner.load(source) if source.is_dir() else finetuner.build_model(args.model)
+        towers = len(model.towers)
+    elif source.is_dir():  # onnxruntime reads the artifact's exported graphs
+        model, towers = source, sum(len(s["modalities"]) for s in read_config(source)["sources"])
+    else:
+        raise DataError(f"--backend {args.backend} needs an artifact directory exported with `finetuner export --onnx`, not {args.model!r}")
+    modality = args.modality or (suggested if towers > 1 else None)
+    options = {"batch_size": args.batch_size, "modality": modality, "precision": args.precision, "backend": args.backend}
+    embeddings = encode_sharded(model, items, device=args.device, **options)
+    if embeddings is None:  # another rank of a torchrun launch: rank 0 writes the output
+        return 0
     args.output.parent.mkdir(parents=True, exist_ok=True)
     np.save(args.output, embeddings)
     print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {args.output}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -95,6 +96,11 @@ def fit(
     The artifact goes to ``<output_dir>/model``; checkpoints to ``<output_dir>/checkpoint``.
     Options are the fields of :class:`FitOptions` (epochs, batch_size, learning_rate, loss,
     miner, optimizer, scheduler, precision, ...).
+
+    Launched by ``torchrun`` it trains with DistributedDataParallel: ``batch_size`` is per
+    process (the global batch is ``batch_size * WORLD_SIZE``), in-batch negatives span the
+    global batch, every rank evaluates, and rank 0 alone logs, runs callbacks and writes the
+    artifact and checkpoints (``output_dir`` on a shared disk for several machines).
     """
     from finetuner.data import load_data
     from finetuner.training.distributed import DistributedContext
@@ -105,6 +111,7 @@ def fit(
 
         raise UnknownNameError("fit() option", sorted(unknown)[0], [*FitOptions.__dataclass_fields__, "output_dir", "kind", "eval_kind", "columns", "freeze", "output_dim", "pretrained", "callbacks", "resume"])
     opts = FitOptions(**options)
+    dist = DistributedContext.setup(opts.device)  # first, so ranks other than 0 log nothing from here on
     train = load_data(train_data, kind=kind, columns=columns)
     opts.validate(len(train))
     evaluation = load_data(eval_data, kind=eval_kind or kind, columns=columns) if eval_data is not None else None
@@ -117,7 +124,6 @@ def fit(
         raise TrainingError("output_dim= and freeze= apply when fit() builds the model by name; on a built model use EmbeddingModel(..., output_dim=) and model.freeze()")
     if not any(p.requires_grad for p in model.parameters()):
         raise TrainingError("every parameter is frozen, so there is nothing to train: pass output_dim= to add a projection head")
-    dist = DistributedContext.setup(opts.device)
     out = Path(output_dir) if output_dir is not None else None
     trainer = Trainer(model, train, evaluation, opts, list(callbacks), out, dist)
     if resume:
@@ -199,7 +205,10 @@ class Trainer:
         if self.loss.needs_optimizer:
             lr = opts.loss_learning_rate or opts.learning_rate * self.loss.lr_multiplier
             self.loss_optimizer = build_optimizer(opts.optimizer, self.loss.parameters(), learning_rate=lr, weight_decay=0.0)
-        self.step_module = dist.wrap(_EmbedStep(model))
+        # DDP averages the model's gradients; the temperature joins only when the loss uses it
+        scale_unused = model.logit_scale is not None and not (train.kind == "pairs" and self.loss.uses_logit_scale)
+        self.step_module = dist.wrap(_EmbedStep(model), ignore=["model.logit_scale"] if scale_unused else ())
+        dist.broadcast_parameters(self.loss)  # the loss's own weights (ArcFace) start equal on every rank
         self.state = TrainState(total_steps=total, output_dir=out, model=model)
         self.batch_in_epoch = 0
         self.before: dict[str, float] | None = None
@@ -227,9 +236,11 @@ class Trainer:
 
     def resume(self) -> None:
         checkpoint = self.out / "checkpoint" if self.out else None
-        if checkpoint is None or not has_checkpoint(checkpoint):
+        if not self.dist.broadcast_flag(checkpoint is not None and has_checkpoint(checkpoint)):  # rank 0 decides for all
             logger.info("resume: no checkpoint in %s, starting from the beginning", checkpoint)
             return
+        if not has_checkpoint(checkpoint):
+            raise TrainingError(f"rank {self.dist.rank} cannot read the checkpoint rank 0 found in {checkpoint}: with several machines, output_dir must be on a shared filesystem")
         progress = load_checkpoint(checkpoint, self.model, self._stateful())
         self.state.epoch, self.state.step, self.batch_in_epoch = progress["epoch"], progress["step"], progress["batch_in_epoch"]
         self.state.history, self.before = progress["history"], progress.get("before")
@@ -242,13 +253,19 @@ class Trainer:
         progress = {"epoch": self.state.epoch, "step": self.state.step, "batch_in_epoch": self.batch_in_epoch, "history": self.state.history, "before": self.before, "examples_before": self.examples_before}
         save_checkpoint(self.out / "checkpoint", self.model, self._stateful(), progress)
 
+    def _notify(self, hook: str) -> None:
+        """Callbacks run on rank 0 only (they log and save); its ``state.stop`` then holds on every rank."""
+        if self.dist.is_main:
+            for callback in self.callbacks:
+                getattr(callback, hook)(self.state)
+        self.state.stop = self.dist.broadcast_flag(self.state.stop)
+
     # -- the loop ----------------------------------------------------------------------
     def train(self) -> None:
         from tqdm.auto import tqdm
 
         opts, state = self.opts, self.state
-        for callback in self.callbacks:
-            callback.on_train_begin(state)
+        self._notify("on_train_begin")
         if self.cached and self.cache is None:
             self.cache = self._embed_frozen()
         show = opts.verbose and self.dist.is_main
@@ -267,8 +284,7 @@ class Trainer:
                 break
             self.batch_in_epoch = 0
             state.epoch = epoch + 1
-            for callback in self.callbacks:
-                callback.on_epoch_end(state)
+            self._notify("on_epoch_end")
             if opts.eval_every_epochs and (epoch + 1) % opts.eval_every_epochs == 0 and epoch + 1 < opts.epochs:
                 self._periodic_evaluation()
             self._checkpoint()
@@ -279,8 +295,7 @@ class Trainer:
             logger.info("training stopped at step %d of %d: %s", state.step, state.total_steps, self.stopped_early["reason"])
         if self.eval_data is not None:
             self.after = self._final_evaluation()
-        for callback in self.callbacks:
-            callback.on_train_end(state)
+        self._notify("on_train_end")
 
     def _train_epoch(self, bar: Any) -> None:
         opts, state, model = self.opts, self.state, self.model
@@ -289,13 +304,16 @@ class Trainer:
             model.tower(modality).eval()
         accumulated, started, examples = 0, time.perf_counter(), 0
         for batch in bar:
-            with autocast(self.device, self.dtype):
-                embeddings = self._embed(batch)
-            loss = self._loss(embeddings, batch)
-            if not torch.isfinite(loss):
-                kept = f"; the last good checkpoint is in {self.out / 'checkpoint'}" if self.out and has_checkpoint(self.out / "checkpoint") else ""
-                raise TrainingError(f"the loss became {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); training stopped{kept}. Try a lower learning_rate.")
-            (loss / opts.gradient_accumulation_steps).backward()
+            steps = accumulated + 1 >= opts.gradient_accumulation_steps or self.batch_in_epoch + 1 >= len(self.sampler)
+            with self.dist.no_sync(self.step_module, skip=not steps):  # DDP syncs gradients only before an optimizer step
+                with autocast(self.device, self.dtype):
+                    embeddings = self._embed(batch)
+                loss = self._loss(embeddings, batch)
+                value = self.dist.mean(loss.detach())  # the global batch's loss, the same on every rank
+                if not torch.isfinite(value):
+                    kept = f"; the last good checkpoint is in {self.out / 'checkpoint'}" if self.out and has_checkpoint(self.out / "checkpoint") else ""
+                    raise TrainingError(f"the loss became {value.item()} at step {state.step + 1} (epoch {state.epoch + 1}); training stopped{kept}. Try a lower learning_rate.")
+                (loss / opts.gradient_accumulation_steps).backward()
             accumulated += 1
             self.batch_in_epoch += 1
             examples += len(batch.indices)
@@ -305,11 +323,10 @@ class Trainer:
             state.learning_rate = self.scheduler.get_last_lr()[0]  # the rate this step uses, before the scheduler moves on
             self._optimizer_step()
             state.step += 1
-            state.loss = loss.item()
+            state.loss = value.item()
             state.history.append({"step": state.step, "epoch": state.epoch, "loss": state.loss})
             bar.set_postfix(loss=f"{state.loss:.4f}", ex_per_s=f"{examples / (time.perf_counter() - started):.1f}")
-            for callback in self.callbacks:
-                callback.on_step_end(state)
+            self._notify("on_step_end")
             if opts.eval_every_steps and state.step % opts.eval_every_steps == 0 and state.step < state.total_steps:  # the last step gets the final evaluation
                 self._periodic_evaluation()
             if opts.checkpoint_every_steps and state.step % opts.checkpoint_every_steps == 0:
@@ -320,8 +337,9 @@ class Trainer:
     def _embed(self, batch: Batch) -> list[torch.Tensor]:
         if self.cache is not None:
             rows = np.asarray(batch.indices)
-            return [self.model.head(torch.from_numpy(cache[rows]).to(self.device), side.modality) for cache, side in zip(self.cache, self.sides)]
-        parts = [(move(f, self.device), side.modality) for f, side in zip(batch.features, self.sides)]
+            parts = [(torch.from_numpy(cache[rows]).to(self.device), side.modality) for cache, side in zip(self.cache, self.sides, strict=True)]
+        else:
+            parts = [(move(f, self.device), side.modality) for f, side in zip(batch.features, self.sides, strict=True)]
         return self.step_module(parts)
 
     def _loss(self, embeddings: list[torch.Tensor], batch: Batch) -> torch.Tensor:
@@ -334,6 +352,8 @@ class Trainer:
         return self.loss.compute(embeddings[0], embeddings[1], logit_scale=logit_scale)
 
     def _optimizer_step(self) -> None:
+        if self.loss_optimizer is not None:
+            self.dist.average_gradients(self.loss.parameters())  # DDP does not own the loss's weights
         if self.opts.max_grad_norm:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.opts.max_grad_norm)
         for optimizer in (self.optimizer, self.loss_optimizer):
@@ -345,15 +365,22 @@ class Trainer:
     def _embed_frozen(self) -> list[np.ndarray]:
         """Frozen towers give fixed outputs: embed every training item once, reuse it every epoch."""
         from finetuner.encoding import embed_backbone
+        from finetuner.training.distributed import shard
 
         logger.info("backbone frozen: caching its embeddings of the training data (%s)", self.opts.cache_frozen)
         caches = []
         for number, side in enumerate(self.sides):
-            cached = embed_backbone(self.model, side.items, modality=side.modality, batch_size=max(self.opts.batch_size, 64), precision=self.opts.precision, device=self.device)
+            part = shard(len(side.items), self.dist.rank, self.dist.world_size)  # each rank embeds a shard, then all share
+            local = embed_backbone(self.model, side.items[part.start : part.stop], modality=side.modality, batch_size=max(self.opts.batch_size, 64), precision=self.opts.precision, device=self.device)
+            cached = self.dist.gather_rows(local, to_all=True)
             if self.opts.cache_frozen == "disk" and self.out is not None:
                 path = self.out / "cache" / f"side-{number}.npy"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                np.save(path, cached)
+                if self.dist.local_rank == 0:  # one writer per machine; the rename keeps readers of a shared disk safe
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    partial = path.with_name(f"{path.stem}.rank{self.dist.rank}.tmp.npy")
+                    np.save(partial, cached)
+                    os.replace(partial, path)
+                self.dist.barrier()
                 cached = np.load(path, mmap_mode="r")
             caches.append(cached)
         return caches
@@ -362,7 +389,8 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         from finetuner.evaluation import evaluate
 
-        return evaluate(self.model, self.eval_data, k=tuple(self.opts.eval_k), precision=self.opts.precision, device=self.device)
+        metrics = evaluate(self.model, self.eval_data, k=tuple(self.opts.eval_k), precision=self.opts.precision, device=self.device)
+        return self.dist.broadcast(metrics)  # every rank evaluates the whole set; rank 0's numbers count everywhere
 
     def evaluate_before(self) -> None:
         """The untrained model's numbers (the history's step 0) and its results for the example queries."""
@@ -393,8 +421,7 @@ class Trainer:
             raise TrainingError("eval_every_steps/eval_every_epochs need eval_data")
         self.state.metrics = self.evaluate()
         self.state.history.append({"step": self.state.step, "epoch": self.state.epoch, **{f"eval/{k}": v for k, v in self.state.metrics.items()}})
-        for callback in self.callbacks:
-            callback.on_evaluate(self.state)
+        self._notify("on_evaluate")
 
 
 class _EmbedStep(torch.nn.Module):
@@ -404,5 +431,6 @@ class _EmbedStep(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, parts: list[tuple[dict[str, torch.Tensor] | None, str]]) -> list[torch.Tensor]:
-        return [self.model(features, modality) for features, modality in parts]
+    def forward(self, parts: list[tuple[dict[str, torch.Tensor] | torch.Tensor, str]]) -> list[torch.Tensor]:
+        """Features go through tower and head; a tensor (cached frozen-tower output) through the head only."""
+        return [self.model.head(x, modality) if isinstance(x, torch.Tensor) else self.model(x, modality) for x, modality in parts]

@@ -1,0 +1,213 @@
+"""fit() and encode across 2 gloo processes equal one process with the same global batch.
+
+Each rank trains with ``batch_size`` B; the single-process reference uses 2 * B, the same
+seed and fp32, so both see the same global batches. DDP averages gradients and the losses
+return each rank's share, so the loss curve, the final weights and the metrics must match.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import finetuner
+from finetuner.training import distributed
+from finetuner.training.callbacks import MetricsLogger
+from finetuner.training.distributed import encode_sharded, shard
+from tests.core.test_fit import coloured_images, topic_pairs
+
+WORLD = 2
+COMMON = {"precision": "fp32", "device": "cpu", "verbose": False, "learning_rate": 5e-2, "seed": 3}
+TEXTS = [f"text number {i} " + "word " * (i % 7) for i in range(11)]  # 11: shards of 6 and 5
+
+
+def pairs() -> list[tuple[str, str]]:
+    return topic_pairs(64)
+
+
+def scored() -> list[tuple[str, str, float]]:
+    return [(q, d, float(i % 5)) for i, (q, d) in enumerate(topic_pairs(48, seed=1))]
+
+
+def captioned_images() -> list[tuple[str, np.ndarray]]:
+    images, labels = coloured_images(8)
+    return [(f"a {label} square, picture {i}", image) for i, (image, label) in enumerate(zip(images, labels, strict=True))]
+
+
+# name -> (backbone, train data, eval data, fit options with the per-rank batch size)
+SCENARIOS = {
+    "mnrl": ("dummy-text", lambda: pairs()[:48], lambda: pairs()[48:], {"epochs": 2, "batch_size": 4, "checkpoint_every_steps": 2}),
+    "frozen_cached": ("dummy-text", lambda: pairs()[:48], None, {"epochs": 2, "batch_size": 4, "freeze": True, "output_dim": 8, "cache_frozen": "disk", "gradient_accumulation_steps": 2}),
+    "cosent": ("dummy-text", scored, None, {"epochs": 1, "batch_size": 4, "loss": "CoSENTLoss"}),
+    "clip": ("dummy-text+dummy-image", captioned_images, None, {"epochs": 1, "batch_size": 4, "output_dim": 8}),
+    # the temperature gets no gradient from this loss: DDP must not wait for it
+    "two_tower_mnrl": ("dummy-text+dummy-image", captioned_images, None, {"epochs": 1, "batch_size": 4, "output_dim": 8, "loss": "mnrl"}),
+}
+
+
+def run_fit(name: str, out: Path | None, world: int) -> dict:
+    """Train scenario ``name`` on ``world`` processes; ``out=None`` writes nothing (the single-process reference)."""
+    backbone, train, evaluation, options = SCENARIOS[name]
+    options = {**COMMON, **options, "batch_size": options["batch_size"] * (WORLD // world)}
+    callbacks = [MetricsLogger(out / "log.jsonl")] if out is not None else []
+    model = finetuner.fit(backbone, train(), evaluation() if evaluation else None, output_dir=out, callbacks=callbacks, **options)
+    return {
+        "losses": [h["loss"] for h in model.history if "loss" in h],
+        "weights": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "metrics": model.metrics,
+    }
+
+
+def run_arcface(out: Path) -> dict:
+    images, labels = coloured_images(8)
+    model = finetuner.fit("dummy-image", list(zip(images, labels, strict=True)), kind="labeled", loss="ArcFaceLoss", epochs=2, batch_size=8, output_dir=out, **COMMON)
+    return {"weights": {k: v.detach().clone() for k, v in model.state_dict().items()}, "losses": [h["loss"] for h in model.history]}
+
+
+def run_resume(out: Path) -> dict:
+    """Two epochs straight, and one epoch then a resumed second: the same weights."""
+    options = {**COMMON, "scheduler": "constant", "warmup_ratio": 0.0, "batch_size": 4}
+    straight = finetuner.fit("dummy-text", pairs()[:48], epochs=2, output_dir=out / "straight", **options)
+    finetuner.fit("dummy-text", pairs()[:48], epochs=1, output_dir=out / "split", **options)
+    resumed = finetuner.fit("dummy-text", pairs()[:48], epochs=2, output_dir=out / "split", resume=True, **options)
+    return {"straight": straight.state_dict(), "resumed": resumed.state_dict()}
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
+    torch.set_num_threads(1)
+    shared = Path(out)
+    results = {name: run_fit(name, shared / name, WORLD) for name in SCENARIOS}
+    results["arcface"] = run_arcface(shared / "arcface")
+    results["resume"] = run_resume(shared / "resume")
+    torch.manual_seed(0)  # the same random weights on both ranks
+    distributed.GATHER_BYTES = 3 * 16 * 4  # 3 rows of 16 floats per round: several rounds, the last one uneven
+    model = finetuner.build_model("dummy-text")
+    results["encode"] = {
+        "rank0": encode_sharded(model, TEXTS, precision="fp32", batch_size=4),
+        "all": encode_sharded(model, TEXTS, all_ranks=True, precision="fp32"),
+        "weights": model.state_dict(),
+    }
+    results["world"] = dist.get_world_size()
+    torch.save(results, shared / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> tuple[Path, list[dict]]:
+    if not dist.is_available():
+        pytest.skip("this torch build has no torch.distributed")
+    out = tmp_path_factory.mktemp("ddp")
+    context = mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + 600  # a guard against a hung process group, not a timing check
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.terminate()
+            pytest.fail("the 2-process gloo group did not finish")
+    return out, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+def close(actual, expected) -> None:
+    torch.testing.assert_close(torch.as_tensor(actual), torch.as_tensor(expected), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_two_ranks_train_like_one_process_with_the_global_batch(ranks, name):
+    _, ranked = ranks
+    single = run_fit(name, None, world=1)
+    assert ranked[0]["world"] == WORLD
+    results = [r[name] for r in ranked]
+    for result in results:
+        assert len(result["losses"]) == len(single["losses"]) > 0
+        close(result["losses"], single["losses"])
+        for key, value in single["weights"].items():
+            close(result["weights"][key], value)
+    if SCENARIOS[name][2] is not None:
+        for phase in ("before", "after"):
+            assert results[0]["metrics"][phase] == results[1]["metrics"][phase]
+            for metric, value in single["metrics"][phase].items():
+                assert results[0]["metrics"][phase][metric] == pytest.approx(value, abs=1e-6)
+
+
+def test_only_rank_0_writes_artifact_checkpoint_and_logs(ranks):
+    out, results = ranks
+    run = out / "mnrl"
+    assert (run / "model" / "model.safetensors").is_file() and (run / "checkpoint").is_dir()
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    steps = [line["step"] for line in lines if "loss" in line]
+    assert steps == list(range(1, len(results[0]["mnrl"]["losses"]) + 1))  # once per step: rank 1 did not write
+    assert [line["loss"] for line in lines if "loss" in line] == pytest.approx(results[0]["mnrl"]["losses"])
+    saved = finetuner.load(run / "model").state_dict()
+    for key, value in results[0]["mnrl"]["weights"].items():
+        close(saved[key], value)
+    assert sorted(p.name for p in (out / "frozen_cached" / "cache").iterdir()) == ["side-0.npy", "side-1.npy"]
+
+
+def test_loss_weights_stay_in_sync_across_ranks(ranks):
+    _, results = ranks
+    first, second = (r["arcface"] for r in results)
+    assert any(k.startswith("towers.image") for k in first["weights"])
+    for key, value in first["weights"].items():
+        torch.testing.assert_close(second["weights"][key], value, atol=0, rtol=0)
+    assert first["losses"] == second["losses"]
+
+
+def test_resume_under_ddp_continues_the_run(ranks):
+    _, results = ranks
+    for result in results:
+        for key, value in result["resume"]["straight"].items():
+            close(result["resume"]["resumed"][key], value)
+
+
+def test_sharded_encode_returns_every_row_in_input_order(ranks):
+    _, results = ranks
+    expected = finetuner.encode(_rebuilt(results[0]["encode"]["weights"]), TEXTS, precision="fp32")
+    np.testing.assert_allclose(results[0]["encode"]["rank0"], expected, atol=1e-6)
+    assert results[1]["encode"]["rank0"] is None
+    for result in results:
+        np.testing.assert_allclose(result["encode"]["all"], expected, atol=1e-6)
+
+
+def _rebuilt(weights: dict) -> finetuner.EmbeddingModel:
+    model = finetuner.build_model("dummy-text")
+    model.load_state_dict(weights)
+    return model
+
+
+def test_shards_are_contiguous_and_cover_everything():
+    for count in (0, 1, 5, 11, 12):
+        for world in (1, 2, 3, 5):
+            parts = [shard(count, rank, world) for rank in range(world)]
+            assert [i for part in parts for i in part] == list(range(count))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_torchrun_encode_command_writes_one_array_in_input_order(tmp_path):
+    model = finetuner.build_model("dummy-text", output_dim=8)
+    finetuner.save(model, tmp_path / "model")
+    (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "finetuner",
+               "encode", str(tmp_path / "model"), str(tmp_path / "texts.txt"), "-o", str(tmp_path / "out.npy"), "--precision", "fp32", "--batch-size", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote 11 x 8 embeddings") == 1  # rank 0 writes and reports, rank 1 stays quiet
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), finetuner.encode(tmp_path / "model", TEXTS, precision="fp32"), atol=1e-6)
