@@ -2,7 +2,7 @@
 
 Every run embeds the same preprocessed ``[N, 3, 224, 224]`` batch, with the same weights
 (random init: speed does not depend on the values) and thread count; runs are interleaved
-and the median of the repeats is kept. Rows per model:
+in a rotating order, and the median of the repeats is kept. Rows per model:
 
 - the wrapper: ``EmbeddingModel`` forward (tower, L2 normalisation) in fp32 vs the torchvision
   model's own forward in fp32 (target: ratio >= 0.95, i.e. at most 5 % overhead);
@@ -15,22 +15,23 @@ and the median of the repeats is kept. Rows per model:
 from __future__ import annotations
 
 import copy
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
 
 MODELS = ("resnet50", "efficientnet_b0")
-BATCH_SIZE = 16
+BATCH_SIZE = 8
 IMAGE_SIZE = 224
-REPEATS = 5
+REPEATS = 7
 AUTO_TARGETS = {"resnet50": ">= 3.0", "efficientnet_b0": "none (reported)"}
 
 
-def _rate(fn: Callable[[], object], n_items: int) -> float:
+def _seconds(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
-    return n_items / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -65,21 +66,27 @@ def run(quick: bool = False) -> list[dict]:
             "ours_auto": auto_forward,
             "peer": lambda model=peer: model(pixels),
         }
-        rates: dict[str, list[float]] = {k: [] for k in runs}
+        times: dict[str, list[float]] = {k: [] for k in runs}
         with torch.inference_mode():
             for fn in runs.values():  # warm-up: allocator, oneDNN kernels
                 fn()
-            for _ in range(repeats):
-                for key, fn in runs.items():
-                    rates[key].append(_rate(fn, batch))
-        rate = {k: statistics.median(v) for k, v in rates.items()}
-        notes = f"batch {batch} at {size} px, {torch.get_num_threads()} threads, median of {repeats} interleaved repeats"
+            order = list(runs)
+            for repeat in range(repeats):  # rotate the order so load drifts hit every run alike
+                for key in order[repeat % len(order) :] + order[: repeat % len(order)]:
+                    times[key].append(_seconds(runs[key]))
+        rate = {k: batch / statistics.median(v) for k, v in times.items()}
+        best = {k: batch / min(v) for k, v in times.items()}
+        notes = (
+            f"batch {batch} at {size} px, {torch.get_num_threads()} threads, median of {repeats} interleaved repeats, "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
         if quick:
             notes += " (quick: figures mean nothing)"
         for name, key, target in (
             (f"{arch} wrapper fp32 vs torchvision fp32", "ours_fp32", ">= 0.95"),
             (f"{arch} auto ({auto}) vs torchvision fp32", "ours_auto", AUTO_TARGETS[arch]),
         ):
+            best_ratio = f"; ratio of the best runs {best[key] / best['peer']:.3f}"
             rows.append(
                 {
                     "benchmark": name,
@@ -88,7 +95,7 @@ def run(quick: bool = False) -> list[dict]:
                     "unit": "img/s",
                     "ratio": round(rate[key] / rate["peer"], 3),
                     "target": target,
-                    "notes": notes,
+                    "notes": notes + best_ratio,
                 }
             )
     return rows
