@@ -84,8 +84,8 @@ def build_two_tower(
     image_options: dict[str, Any] | None = None,
 ) -> EmbeddingModel:
     """Join any text backbone and any image backbone into one text-to-image model."""
-    text_towers, _, text_source = build_towers(text, pretrained=pretrained, **(text_options or {}))
-    image_towers, _, image_source = build_towers(image, pretrained=pretrained, **(image_options or {}))
+    text_towers, _, text_source = build_towers(text, **{"pretrained": pretrained, **(text_options or {})})
+    image_towers, _, image_source = build_towers(image, **{"pretrained": pretrained, **(image_options or {})})
     for label, towers, wanted in (("text", text_towers, text), ("image", image_towers, image)):
         if list(towers) != [label]:
             raise ValueError(f"{wanted!r} is not a {label} backbone (it has towers {list(towers)})")
