@@ -37,12 +37,24 @@ def _seconds(fn: Callable[[], object]) -> float:
 def run(quick: bool = False) -> list[dict]:
     """Measure and return one dict per comparison (images per second, ours vs torchvision)."""
     import torch
+
+    batch, size, repeats = (2, 64, 1) if quick else (BATCH_SIZE, IMAGE_SIZE, REPEATS)
+    threads = torch.get_num_threads()
+    if quick:  # one thread: on a busy machine, thread barriers make even tiny runs take seconds per layer stack
+        torch.set_num_threads(1)
+    try:
+        return _compare(batch, size, repeats, quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compare(batch: int, size: int, repeats: int, quick: bool) -> list[dict]:
+    import torch
     from torchvision import models
 
     import finetuner
     from finetuner.runtime import autocast, prepare, resolve_precision
 
-    batch, size, repeats = (2, 64, 1) if quick else (BATCH_SIZE, IMAGE_SIZE, REPEATS)
     device = torch.device("cpu")
     dtype = resolve_precision("auto", device)
     auto = "bf16 autocast + channels_last" if dtype is not None else "fp32 + channels_last (no fast bf16 here)"
