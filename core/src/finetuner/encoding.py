@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from finetuner.models.embedding import EmbeddingModel
-from finetuner.runtime import autocast, eval_mode, move, prepare, resolve_device, resolve_precision
+from finetuner.runtime import autocast, compiled, eval_mode, move, prepare, resolve_device, resolve_precision
 
 
 def encode(
@@ -22,6 +22,7 @@ def encode(
     precision: str = "auto",
     device: str | torch.device = "auto",
     backend: str = "torch",
+    compile: bool = False,
 ) -> np.ndarray:
     """Embed items into an ``[N, output_dim]`` float32 array, in input order.
 
@@ -30,27 +31,36 @@ def encode(
     tower and everything else (PIL images, arrays, tensors) to the image tower.
     ``backend="onnx"`` (or ``"onnx-int8"``) runs the graphs ``finetuner export --onnx`` wrote
     into the artifact with onnxruntime, in fp32 (an in-memory model is exported first); see
-    :mod:`finetuner.export`.
+    :mod:`finetuner.export`. ``precision`` is ``"auto"`` (bf16 autocast where the hardware runs
+    it fast, else fp32), ``"fp32"`` or ``"bf16"``; the result is float32 either way.
+    ``compile=True`` runs the towers through :func:`torch.compile` (the first batches compile).
     """
     if backend != "torch":
         from finetuner.export import onnx_forward
 
         model, forward = onnx_forward(model, backend, device)
         where = next(model.parameters()).device  # the torch model only preprocesses: leave it where it is
-        return _run(model, items, model.output_dim, forward, batch_size, modality, "fp32", where)
+        return _run(model, items, model.output_dim, forward, batch_size, modality, "fp32", where, False)
     if isinstance(model, (str, Path)):
         from finetuner.artifacts import load
 
         model = load(model)
-    return _run(model, items, model.output_dim, lambda tower, features, name: model(features, name), batch_size, modality, precision, device)
+    return _run(model, items, model.output_dim, lambda tower, features, name: model(features, name), batch_size, modality, precision, device, compile)
 
 
 def embed_backbone(
-    model: EmbeddingModel, items: Sequence[Any], *, modality: str, batch_size: int = 64, precision: str = "auto", device: str | torch.device = "auto"
+    model: EmbeddingModel,
+    items: Sequence[Any],
+    *,
+    modality: str,
+    batch_size: int = 64,
+    precision: str = "auto",
+    device: str | torch.device = "auto",
+    compile: bool = False,
 ) -> np.ndarray:
     """The tower's output before projection and normalisation (what a frozen backbone always gives)."""
     dim = model.tower(modality).output_dim
-    return _run(model, items, dim, lambda tower, features, name: tower(features), batch_size, modality, precision, device)
+    return _run(model, items, dim, lambda tower, features, name: tower(features), batch_size, modality, precision, device, compile)
 
 
 def _run(
@@ -62,6 +72,7 @@ def _run(
     modality: str | None,
     precision: str,
     device: str | torch.device,
+    compile: bool,
 ) -> np.ndarray:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -75,7 +86,7 @@ def _run(
     torch_device = resolve_device(device)
     dtype = resolve_precision(precision, torch_device)
     prepare(model, torch_device)
-    with eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode(), compiled(model, compile):
         for name, indices in groups.items():
             tower = model.tower(name)
             indices = sorted(indices, key=lambda i: -tower.item_cost(items[i]))

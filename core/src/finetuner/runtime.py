@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator
+import types
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -80,6 +81,30 @@ def prepare(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         if getattr(tower, "channels_last", False):
             tower.to(memory_format=torch.channels_last)
     return model
+
+
+_COMPILED_FORWARDS: dict[Callable, Callable] = {}  # a tower class's forward -> its torch.compile wrapper
+
+
+@contextlib.contextmanager
+def compiled(model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Inside, every tower's forward runs through :func:`torch.compile`; on exit the plain forward is back.
+
+    Only the forward function is compiled, the module is never wrapped, so ``state_dict`` keys
+    (and saved artifacts) are the same as without compiling. Compiled code is cached per tower
+    class and reused by later calls; entering again for a tower already compiled does nothing.
+    """
+    towers = [t for t in getattr(model, "towers", {}).values() if "forward" not in vars(t)] if enabled else []
+    for tower in towers:
+        function = type(tower).forward
+        if function not in _COMPILED_FORWARDS:
+            _COMPILED_FORWARDS[function] = torch.compile(function)
+        tower.forward = types.MethodType(_COMPILED_FORWARDS[function], tower)
+    try:
+        yield
+    finally:
+        for tower in towers:
+            del tower.forward
 
 
 def move(features: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

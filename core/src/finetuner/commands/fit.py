@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{flag}", type=kind, help=text)
     parser.add_argument("--freeze", action="store_true", default=None, help="freeze the backbone, train only the head (needs --output-dim)")
     parser.add_argument("--resume", action="store_true", default=None, help="continue from the last checkpoint in the output directory")
+    parser.add_argument("--compile", action="store_true", default=None, help="run the towers through torch.compile")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -69,7 +70,7 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise DataError(f"config file {args.config} must hold a mapping of fit() options")
         options.update(loaded)
-    for flag in [*FLAGS, "freeze", "resume"]:
+    for flag in [*FLAGS, "freeze", "resume", "compile"]:
         value = getattr(args, flag.replace("-", "_"))
         if value is not None:
             options[flag.replace("-", "_")] = value

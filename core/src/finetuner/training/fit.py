@@ -17,7 +17,7 @@ import torch
 
 from finetuner.errors import TrainingError
 from finetuner.models.embedding import EmbeddingModel
-from finetuner.runtime import autocast, move, prepare, resolve_device, resolve_precision
+from finetuner.runtime import autocast, compiled, move, prepare, resolve_device, resolve_precision
 from finetuner.training.batches import Batch, Collator, IndexDataset, Side, item_key, sides_of
 from finetuner.training.callbacks import Callback, TrainState
 from finetuner.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
@@ -48,6 +48,7 @@ class FitOptions:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
+    compile: bool = False
     num_workers: int = 0
     cache_frozen: str | bool = "memory"
     eval_every_steps: int | None = None
@@ -67,6 +68,8 @@ class FitOptions:
             raise TrainingError(f"batch_size {self.batch_size} is larger than the training data ({train_size} examples); lower batch_size")
         if self.gradient_accumulation_steps < 1:
             raise TrainingError(f"gradient_accumulation_steps must be at least 1, got {self.gradient_accumulation_steps}")
+        if not isinstance(self.compile, bool):
+            raise TrainingError(f"compile must be True or False, got {self.compile!r}")
         if self.cache_frozen not in ("memory", "disk", False):
             raise TrainingError(f"cache_frozen must be 'memory', 'disk' or False, got {self.cache_frozen!r}")
 
@@ -95,7 +98,9 @@ def fit(
     ``kind``/``columns`` force how they are read (``eval_kind`` for eval_data, default ``kind``).
     The artifact goes to ``<output_dir>/model``; checkpoints to ``<output_dir>/checkpoint``.
     Options are the fields of :class:`FitOptions` (epochs, batch_size, learning_rate, loss,
-    miner, optimizer, scheduler, precision, ...).
+    miner, optimizer, scheduler, precision, compile, ...). ``precision="auto"`` trains under bf16
+    autocast where the hardware runs it fast; weights, optimizer state and losses stay fp32.
+    ``compile=True`` runs the towers through :func:`torch.compile`; the saved model is unaffected.
 
     Launched by ``torchrun`` it trains with DistributedDataParallel: ``batch_size`` is per
     process (the global batch is ``batch_size * WORLD_SIZE``), in-batch negatives span the
@@ -131,7 +136,8 @@ def fit(
     if evaluation is not None and trainer.state.step == 0:
         trainer.evaluate_before()
     before = trainer.before
-    trainer.train()  # ends with the final evaluation (trainer.after) when there is eval_data
+    with compiled(model, opts.compile):
+        trainer.train()  # ends with the final evaluation (trainer.after) when there is eval_data
     after = trainer.after
     metrics = {"before": before or {}, "after": after}
     if evaluation is not None and dist.is_main and opts.verbose:
@@ -159,6 +165,13 @@ def _training_record(opts: FitOptions, train: Any, trainer: Trainer) -> dict[str
     record.update(loss=trainer.loss_name, data_kind=train.kind, data_source=train.source, examples=len(train), steps=trainer.state.step, history=trainer.state.history)
     record["stopped_early"] = trainer.stopped_early
     return record
+
+
+def _fused_by_default(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Adam and AdamW take their fused kernel (CPU and CUDA; ~8x faster steps on CPU) unless ``fused``/``foreach`` is given."""
+    if name.lower() in ("adam", "adamw") and not {"fused", "foreach"} & set(options):
+        return {**options, "fused": True}
+    return dict(options)
 
 
 def _seed_everything(seed: int) -> None:
@@ -199,7 +212,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.sampler) / opts.gradient_accumulation_steps)
         total = self.steps_per_epoch * opts.epochs
         trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(opts.optimizer, trainable, learning_rate=opts.learning_rate, weight_decay=opts.weight_decay, **opts.optimizer_options)
+        self.optimizer = build_optimizer(opts.optimizer, trainable, learning_rate=opts.learning_rate, weight_decay=opts.weight_decay, **_fused_by_default(opts.optimizer, opts.optimizer_options))
         self.scheduler = build_scheduler(opts.scheduler, self.optimizer, total_steps=total, warmup_steps=int(total * opts.warmup_ratio))
         self.loss_optimizer = None
         if self.loss.needs_optimizer:
@@ -389,7 +402,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         from finetuner.evaluation import evaluate
 
-        metrics = evaluate(self.model, self.eval_data, k=tuple(self.opts.eval_k), precision=self.opts.precision, device=self.device)
+        metrics = evaluate(self.model, self.eval_data, k=tuple(self.opts.eval_k), precision=self.opts.precision, device=self.device, compile=self.opts.compile)
         return self.dist.broadcast(metrics)  # every rank evaluates the whole set; rank 0's numbers count everywhere
 
     def evaluate_before(self) -> None:
