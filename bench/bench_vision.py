@@ -10,6 +10,7 @@ in a rotating order, and the median of the repeats is kept. Rows per model:
   ``finetuner.runtime.autocast`` (bf16 on CPUs with AMX or AVX512-bf16) vs torchvision fp32.
 
     python bench/bench_vision.py [--quick]
+    OMP_NUM_THREADS=1 python bench/bench_vision.py   # steadier on a machine busy with other work
 """
 
 from __future__ import annotations
