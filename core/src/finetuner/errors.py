@@ -20,8 +20,8 @@ class UnknownNameError(FinetunerError, ValueError):
         message = f"unknown {kind} {name!r}."
         if close:
             message += f" Did you mean: {', '.join(close)}?"
-        if len(valid) <= 40:
-            message += f" Valid: {', '.join(valid) if valid else '(none)'}."
+        if 0 < len(valid) <= 40:
+            message += f" Valid: {', '.join(valid)}."
         if hint:
             message += f" {hint}"
         super().__init__(message)

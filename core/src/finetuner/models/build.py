@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
-from finetuner.errors import FinetunerError, PluginError
+from finetuner.errors import FinetunerError, PluginError, UnknownNameError
 from finetuner.models.embedding import EmbeddingModel
 from finetuner.models.tower import Tower
 from finetuner.registry import get_spec
@@ -19,10 +20,16 @@ def build_towers(
 ) -> tuple[dict[str, Tower], float | None, dict[str, Any]]:
     """Build one backbone: its towers, its initial logit scale (two-tower backbones) and its source record."""
     spec = get_spec(name)
+    builder = spec.builder()
+    _check_options(builder, name, options)
     try:
-        built = spec.builder()(pretrained=pretrained, **options)
+        built = builder(pretrained=pretrained, **options)
     except FinetunerError:
         raise
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise PluginError(f"plugin {spec.plugin!r} failed to build model {name!r}: TypeError: {exc}") from exc
+        raise UnknownNameError(f"option for {name!r}", str(exc).rsplit(" ", 1)[-1].strip("'"), []) from exc
     except Exception as exc:
         raise PluginError(f"plugin {spec.plugin!r} failed to build model {name!r}: {type(exc).__name__}: {exc}") from exc
     if isinstance(built, EmbeddingModel):
@@ -104,6 +111,20 @@ def get_spec_or_none(name: str):
         return get_spec(name)
     except FinetunerError:
         return None
+
+
+def _check_options(builder: Any, name: str, options: dict[str, Any]) -> None:
+    """A misspelt option is the user's mistake, not the plugin's: name it and the valid ones."""
+    try:
+        parameters = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    valid = [n for n, p in parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "pretrained"]
+    for option in options:
+        if option not in parameters:
+            raise UnknownNameError(f"option for {name!r}", option, valid)
 
 
 def _jsonable(value: Any) -> Any:
