@@ -20,7 +20,10 @@ def build_towers(
 ) -> tuple[dict[str, Tower], float | None, dict[str, Any]]:
     """Build one backbone: its towers, its initial logit scale (two-tower backbones) and its source record."""
     spec = get_spec(name)
-    builder = spec.builder()
+    try:
+        builder = spec.builder()
+    except Exception as exc:
+        raise _builder_failed(spec, name, exc) from exc
     _check_options(builder, name, options)
     try:
         built = builder(pretrained=pretrained, **options)
@@ -28,10 +31,10 @@ def build_towers(
         raise
     except TypeError as exc:
         if "unexpected keyword argument" not in str(exc):
-            raise PluginError(f"plugin {spec.plugin!r} failed to build model {name!r}: TypeError: {exc}") from exc
+            raise _builder_failed(spec, name, exc) from exc
         raise UnknownNameError(f"option for {name!r}", str(exc).rsplit(" ", 1)[-1].strip("'"), []) from exc
     except Exception as exc:
-        raise PluginError(f"plugin {spec.plugin!r} failed to build model {name!r}: {type(exc).__name__}: {exc}") from exc
+        raise _builder_failed(spec, name, exc) from exc
     if isinstance(built, EmbeddingModel):
         towers = dict(built.towers.items())
         logit_scale = float(built.logit_scale.detach()) if built.logit_scale is not None else None
@@ -111,6 +114,10 @@ def get_spec_or_none(name: str):
         return get_spec(name)
     except FinetunerError:
         return None
+
+
+def _builder_failed(spec: Any, name: str, exc: Exception) -> PluginError:
+    return PluginError(f"plugin {spec.plugin!r} failed to build model {name!r}: {type(exc).__name__}: {exc}")
 
 
 def _check_options(builder: Any, name: str, options: dict[str, Any]) -> None:
