@@ -3,7 +3,8 @@
 ``hub_snapshot`` gives the snapshot folder of a repo id in a Hugging Face hub-layout cache
 (``HF_HOME/hub/models--org--name/snapshots/<rev>/``); save a tiny random model and its
 tokenizer there with ``save_pretrained`` and ``from_pretrained("org/name")`` finds them with
-``HF_HUB_OFFLINE=1``.
+``HF_HUB_OFFLINE=1``. huggingface_hub reads ``HF_HOME``/``HF_HUB_CACHE`` when it is imported,
+so a test must also patch ``huggingface_hub.constants.HF_HUB_CACHE`` (see the plugins' fixtures).
 """
 
 from __future__ import annotations
