@@ -4,14 +4,16 @@ and the precision / torch.compile checks of issue 11. all-MiniLM-L6-v2 (gt-all-m
 1. Training pairs/s, in-batch negatives (MultipleNegativesRankingLoss, scale 20), batch 32,
    STSb train pairs (sentence1 = query, sentence2 = document), max length 128 on both sides.
    Ours: ``finetuner.fit`` (verbose=False, output_dir=None) with a callback that records
-   ``time.perf_counter()`` (and ``time.process_time()``) at every step end; the rate is
-   32 * N / (end of step W+N - end of step W) after W warm-up steps. The row gives wall-clock
-   rates; the notes add the ratio of CPU-time rates, steadier on a shared machine. Peer: sentence-transformers' model and loss in a loop that
-   does what ``SentenceTransformerTrainer`` does per step at its defaults (fp32, fused AdamW
-   lr 5e-5, linear schedule, gradient clipping at 1.0): ``model.tokenize`` both sides, loss forward,
-   backward, clip, optimizer and scheduler step, ``zero_grad``; timed the same way. (The trainer
-   itself needs ``datasets`` and ``accelerate``, which this environment lacks.) Both train on
-   the very same batches (our no-duplicates sampler, seed 0), in one process, same threads.
+   ``time.perf_counter()`` and ``time.process_time()`` at every step end; the rate is
+   32 * N / (end of step W+N - end of step W) after W warm-up steps. Peer: sentence-transformers'
+   model and loss in a loop doing what ``SentenceTransformerTrainer`` does per step at its
+   defaults (fp32, fused AdamW lr 5e-5, linear schedule, gradient clipping at 1.0):
+   ``model.preprocess`` both sides, loss forward, backward, clip, optimizer and scheduler step,
+   ``zero_grad``; timed the same way. (The trainer itself needs ``datasets`` and ``accelerate``,
+   which this environment lacks.) Both train on the very same batches (our no-duplicates
+   sampler, seed 0), in one process, with the same threads; three rounds in rotating order,
+   median. Rows give wall-clock rates; the notes add the ratio of CPU-time rates, which a
+   shared, busy machine disturbs far less.
 2. Frozen cache: ``freeze=True, output_dim=128``; epoch time with the cache (epochs 2 and 3)
    against the same training with ``cache_frozen=False`` (its epoch 2).
 3. Precision quality: STSb dev Spearman zero-shot, bf16 vs fp32 (full dev set); the same CoSENT
@@ -52,12 +54,12 @@ CISI_METRICS = ("ndcg@10", "map@100", "recall@100")
 
 class _Sizes:
     def __init__(self, quick: bool) -> None:
-        self.warmup, self.steps = (1, 2) if quick else (10, 30)
-        self.rounds = 1 if quick else 2  # throughput runs alternate ours / peer this many times; the median counts
+        self.warmup, self.steps = (1, 1) if quick else (10, 30)
+        self.rounds = 1 if quick else 3  # throughput runs alternate ours / peer this many times; the median counts
         self.cache_pairs = 64 if quick else 640
         self.tune_pairs = 32 if quick else 1600
         self.dev_pairs = 32 if quick else None  # None: the full dev set
-        self.cisi_docs = 30 if quick else None  # quick: 3 queries, their relevant documents and 30 more
+        self.cisi_docs = 30 if quick else None  # quick: 3 queries, their relevant documents and 30 more, cut short
         self.encode_sentences = 64 if quick else 1000
 
 
@@ -193,10 +195,15 @@ def throughput(sizes: _Sizes, compile_row: bool) -> list[dict]:
     )  # a margin: pairs with a repeated sentence wait for later batches
     batches = _batches(queries, documents, count)
     rates: dict[str, list[tuple[float, float]]] = {"fp32": [], "auto": [], "peer": []}
-    for _ in range(sizes.rounds):
-        rates["fp32"].append(ours_rate(queries, documents, sizes, precision="fp32")[0])
-        rates["peer"].append(peer_rate(queries, documents, batches, sizes))
-        rates["auto"].append(ours_rate(queries, documents, sizes, precision="auto")[0])
+    runs = {
+        "fp32": lambda: ours_rate(queries, documents, sizes, precision="fp32")[0],
+        "peer": lambda: peer_rate(queries, documents, batches, sizes),
+        "auto": lambda: ours_rate(queries, documents, sizes, precision="auto")[0],
+    }
+    order = list(runs)
+    for number in range(sizes.rounds):  # the order rotates each round, so no run always follows the same one
+        for key in order[number % len(order) :] + order[: number % len(order)]:
+            rates[key].append(runs[key]())
     rate = {k: statistics.median(wall for wall, _ in v) for k, v in rates.items()}
     cpu = {k: statistics.median(cpu for _, cpu in v) for k, v in rates.items()}
     auto = "bf16 autocast" if resolve_precision("auto", torch.device("cpu")) else "fp32"
@@ -273,6 +280,7 @@ def frozen_cache(sizes: _Sizes) -> list[dict]:
             f"all-MiniLM-L6-v2 freeze=True output_dim=128, {len(data)} STSb pairs, batch {BATCH}, precision auto; 'ours' is the "
             f"uncached epoch, 'peer' the cached one (epochs 2-3); building the cache (epoch 1): {cached.epochs[0] - cached.begin:.1f} s; {_load()}",
             ratio=without / with_cache,
+            digits=4,
         )
     ]
 
@@ -345,7 +353,7 @@ def _cisi(sizes: _Sizes) -> Any:
     if sizes.cisi_docs is not None:
         judged = judged[:3]
         keep = {d for q in judged for d in qrels[q]} | set(list(documents)[: sizes.cisi_docs])
-        documents = {d: text for d, text in documents.items() if d in keep}
+        documents = {d: " ".join(text.split()[:40]) for d, text in documents.items() if d in keep}  # quick: 40 words each
     return RetrievalData({q: queries[q] for q in judged}, documents, {q: qrels[q] for q in judged}, source="CISI")
 
 
@@ -412,21 +420,27 @@ def _row(
 
 
 def run(quick: bool = False, threads: int | None = None) -> list[dict]:
-    """Every training benchmark; ``quick`` shrinks them to seconds (and skips compiling). ``threads`` sets torch's thread count."""
+    """Every training benchmark; ``quick`` shrinks them to seconds and skips compiling.
+
+    ``threads`` (or the environment variable FINETUNER_BENCH_THREADS) sets torch's thread count for
+    the run; quick runs use one thread, as a second one stalls on a busy machine's thread barriers.
+    """
     import torch
 
-    threads = threads or int(os.environ.get("FINETUNER_BENCH_THREADS", "0"))
-    if threads:
-        torch.set_num_threads(threads)
     if not (DATA / "stsb" / "train.csv").is_file():
         return [{"benchmark": "training", "notes": f"SKIPPED: {DATA / 'stsb'} not found"}]
-    sizes = _Sizes(quick)
-    rows = throughput(sizes, compile_row=not quick)
-    rows += frozen_cache(sizes)
-    rows += precision_quality(sizes)
-    if not quick:
-        rows += compile_encode(sizes)
-    return rows
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or int(os.environ.get("FINETUNER_BENCH_THREADS", "0")) or (1 if quick else before))
+    try:
+        sizes = _Sizes(quick)
+        rows = throughput(sizes, compile_row=not quick)
+        rows += frozen_cache(sizes)
+        rows += precision_quality(sizes)
+        if not quick:
+            rows += compile_encode(sizes)
+        return rows
+    finally:
+        torch.set_num_threads(before)
 
 
 if __name__ == "__main__":
