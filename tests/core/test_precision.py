@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import types
 
 import numpy as np
 import pytest
@@ -53,6 +54,14 @@ def test_auto_picks_bf16_only_where_the_cpu_runs_it_fast(monkeypatch, fresh_log,
     assert runtime.resolve_precision("auto", CPU) == (torch.bfloat16 if fast else None)
     assert runtime.resolve_precision("fp32", CPU) is None
     assert runtime.resolve_precision("bf16", CPU) == torch.bfloat16
+
+
+@pytest.mark.parametrize(("major", "fast"), [(7, False), (8, True), (9, True)])
+def test_auto_on_a_gpu_wants_native_bf16(monkeypatch, fresh_log, major, fast):
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: types.SimpleNamespace(major=major))
+    expected = torch.bfloat16 if fast else None  # V100s and T4s (compute capability 7.x) only emulate bf16
+    assert runtime.resolve_precision("auto", torch.device("cuda", 0)) == expected
 
 
 def test_unknown_precision_names_the_choices():

@@ -43,6 +43,14 @@ def cpu_has_fast_bf16() -> bool:
     return "AMX" in torch.backends.cpu.get_cpu_capability().upper()
 
 
+def cuda_has_fast_bf16(device: torch.device) -> bool:
+    """True for GPUs with native bf16 (CUDA compute capability 8.0+, or ROCm); older ones only emulate it, slowly."""
+    if torch.version.hip:
+        return True
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_properties(index).major >= 8
+
+
 @functools.cache
 def _log_choice(device_type: str, dtype: str, reason: str) -> None:
     logger.info("precision: %s on %s (%s)", dtype, device_type, reason)
@@ -57,7 +65,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision == "bf16":
         return torch.bfloat16
     if device.type == "cuda":
-        fast, reason = torch.cuda.is_bf16_supported(), "CUDA bf16 support"
+        fast, reason = cuda_has_fast_bf16(device), "GPU with native bf16"
     elif device.type == "cpu":
         fast, reason = cpu_has_fast_bf16(), "CPU with AMX-bf16 or AVX512-bf16"
     else:
