@@ -154,7 +154,13 @@ def test_sentence_transformers_pooling_config_picks_the_default(tmp_path):
     assert (tower.pooling.mode, tower.max_length) == ("cls", 40)
     assert finetuner_text.build_hf(folder, pooling="max", max_length=20).pooling.mode == "max"
     write_st_configs(folder, "mean", 40, dim=32, pooling_mode_mean_sqrt_len_tokens=True)
-    with pytest.raises(ValueError, match="pass pooling="):
+    with pytest.raises(ValueError, match="pooling_mode_mean_sqrt_len_tokens.*pass pooling="):
+        finetuner_text.build_hf(folder)
+    pooling_file = folder / "1_Pooling" / "config.json"
+    pooling_file.write_text(json.dumps({"embedding_dimension": 32, "pooling_mode": "max"}))  # sentence-transformers 5+
+    assert finetuner_text.build_hf(folder).pooling.mode == "max"
+    pooling_file.write_text(json.dumps({"embedding_dimension": 32, "pooling_mode": "lasttoken"}))
+    with pytest.raises(ValueError, match="lasttoken"):
         finetuner_text.build_hf(folder)
 
 

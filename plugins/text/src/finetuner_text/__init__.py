@@ -33,10 +33,13 @@ def build_hf(
 ) -> finetuner.Tower:
     """Build a text tower from a Hugging Face model id or a local folder.
 
-    ``pooling`` is ``"mean"``, ``"cls"`` or ``"max"`` (default: the folder's sentence-transformers
-    ``1_Pooling/config.json``, else mean); ``max_length`` caps tokens per text (default: its
-    ``sentence_bert_config.json``, else 256). ``local_dir`` is a folder written by the tower's
-    ``save_files`` that replaces ``path_or_id`` as the source of config and tokenizer.
+    ``pretrained=True`` loads its weights; ``False`` gives random weights (the config and
+    tokenizer files are still read). ``pooling`` is ``"mean"``, ``"cls"`` or ``"max"`` (default:
+    the folder's sentence-transformers ``1_Pooling/config.json``, else mean); ``max_length`` caps
+    tokens per text (default: its ``sentence_bert_config.json``, else 256). ``local_dir``, a
+    folder the tower's ``save_files`` wrote, replaces ``path_or_id`` as the source of all files
+    (``finetuner.load`` passes it with ``pretrained=False``). Offline, a model that is neither a
+    folder nor in the Hugging Face cache raises :class:`finetuner.ModelNotAvailableError`.
     """
     source = str(local_dir if local_dir is not None else path_or_id)
     if local_folder(source) is None and (hub_offline() or local_dir is not None) and cached_file(source, "config.json") is None:
@@ -63,13 +66,13 @@ def finetuner_register_backbones(register: Any) -> None:
 
 @finetuner.hookimpl
 def finetuner_resolve_backbone(name: str) -> finetuner.BackboneSpec | None:
-    """``hf:<model id or folder>``: any Hugging Face encoder whose config is on disk."""
+    """``hf:<model id or folder>``: any Hugging Face encoder whose config is on disk (or downloadable online)."""
     if not name.startswith(HF_PREFIX):
         return None
     source = name[len(HF_PREFIX) :]
     if not source:
         raise finetuner.UnknownNameError("model", name, ["hf:<model id or folder>"])
-    config = read_json(source, "config.json")
+    config = read_json(source, "config.json", download=True)
     if config is None:
         raise not_available(source)
     return finetuner.BackboneSpec(

@@ -19,7 +19,7 @@ from finetuner_text.sources import embedding_dim, not_available, read_json
 DEFAULT_MAX_LENGTH = 256
 POOLING_FILE = "1_Pooling/config.json"
 ST_CONFIG_FILE = "sentence_bert_config.json"
-# sentence-transformers pooling flags and the mode each one means here (others are unsupported).
+# sentence-transformers' (pre-5) pooling flags and the mode each one means here; other modes are unsupported.
 ST_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
 
 
@@ -123,13 +123,14 @@ def default_pooling(source: str) -> str:
     config = read_json(source, POOLING_FILE, download=True)
     if config is None:
         return "mean"
-    if config.get("pooling_mode") in TOKEN_POOLINGS:  # newer sentence-transformers write the mode by name
-        return config["pooling_mode"]
-    modes = [mode for flag, mode in ST_POOLING_FLAGS.items() if config.get(flag)]
-    others = [k for k, v in config.items() if k.startswith("pooling_mode") and k not in ST_POOLING_FLAGS and v]
-    if len(modes) != 1 or others:
+    if "pooling_mode" in config:  # sentence-transformers 5+ name the mode(s)
+        named = config["pooling_mode"]
+        modes = list(named) if isinstance(named, (list, tuple)) else [named]
+    else:  # older ones set one boolean flag per mode
+        modes = [ST_POOLING_FLAGS.get(k, k) for k, v in config.items() if k.startswith("pooling_mode_") and v]
+    if len(modes) != 1 or modes[0] not in TOKEN_POOLINGS:
         raise ValueError(
-            f"{POOLING_FILE} of {source} asks for pooling {modes + others}; supported is one of {TOKEN_POOLINGS}: pass pooling="
+            f"{POOLING_FILE} of {source} asks for pooling {modes}; finetuner supports one of {TOKEN_POOLINGS}: pass pooling="
         )
     return modes[0]
 
