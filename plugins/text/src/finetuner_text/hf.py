@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from finetuner import DataError, Tower
 from finetuner.models import TokenPooling
@@ -103,11 +105,12 @@ def _bf16_inference(device: str) -> bool:
 def build_tower(source: str, pretrained: bool = True, pooling: str | None = None, max_length: int | None = None) -> HFTextTower:
     """The tower of a Hugging Face model id or folder (see :func:`finetuner_text.build_hf`)."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        if pretrained:
-            encoder = AutoModel.from_pretrained(source, dtype=torch.float32)
-        else:
-            encoder = AutoModel.from_config(AutoConfig.from_pretrained(source))
+        with _no_progress_bar():  # never run a model's own code: trust_remote_code stays off
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+            if pretrained:
+                encoder = AutoModel.from_pretrained(source, dtype=torch.float32, trust_remote_code=False)
+            else:
+                encoder = AutoModel.from_config(AutoConfig.from_pretrained(source, trust_remote_code=False))
     except OSError as exc:
         raise not_available(source, str(exc).splitlines()[0]) from exc
     return HFTextTower(
@@ -116,6 +119,18 @@ def build_tower(source: str, pretrained: bool = True, pooling: str | None = None
         pooling=pooling or default_pooling(source),
         max_length=check_max_length(max_length, source, encoder, tokenizer),
     )
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """Hide transformers' "Loading weights" bar while building; restore the user's setting after."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def default_pooling(source: str) -> str:
