@@ -6,7 +6,7 @@ model is fine-tuned (MultipleNegativesRankingLoss) on the (query, relevant docum
 the training half and both models are scored with ``finetuner.evaluate`` on the other half,
 each query against the whole corpus: nDCG@10, MAP@100 and Recall@100.
 
-    python bench/bench_quality_cisi.py [--quick]    # data from ../shared/data, or $FINETUNER_BENCH_DATA
+    python bench/bench_quality_cisi.py [--quick]    # data from ../shared/data, or $FINETUNER_DATA
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DATA = Path(os.environ.get("FINETUNER_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "cisi"
+DATA = Path(os.environ.get("FINETUNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "cisi"
 MODEL = "all-MiniLM-L6-v2"
 SEED = 0
 RECIPE = {"epochs": 1, "batch_size": 16, "learning_rate": 2e-5, "loss": "MultipleNegativesRankingLoss", "seed": SEED}

@@ -7,7 +7,7 @@ from random init (pretrained weights are not available offline), projected into 
 space and trained with the CLIP loss on the rest. Scored on the held-out emoji, each lower-cased
 name against the 200 held-out images: Recall@1/5/10 text-to-image, before and after training.
 
-    python bench/bench_quality_emoji.py [--quick]    # data from ../shared/data, or $FINETUNER_BENCH_DATA
+    python bench/bench_quality_emoji.py [--quick]    # data from ../shared/data, or $FINETUNER_DATA
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("FINETUNER_BENCH_DATA", HERE.parent.parent / "shared" / "data")) / "noto_emoji"
+DATA = Path(os.environ.get("FINETUNER_DATA", HERE.parent.parent / "shared" / "data")) / "noto_emoji"
 MODEL = "all-MiniLM-L6-v2+timm/resnet18"
 IMAGE_SIZE = 64
 OUTPUT_DIM = 128

@@ -7,7 +7,7 @@ others: MAP@R and precision@1 before (random init) and after training, plus the 
 throughput in images per second. Pretrained ImageNet weights are not available offline, so the
 backbone starts from random init, and it sees the drawings at a small size to keep CPU time low.
 
-    python bench/bench_quality_omniglot.py [--quick]    # data from ../shared/data, or $FINETUNER_BENCH_DATA
+    python bench/bench_quality_omniglot.py [--quick]    # data from ../shared/data, or $FINETUNER_DATA
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from finetuner.training.callbacks import Callback, TrainState
 
-DATA = Path(os.environ.get("FINETUNER_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "omniglot"
+DATA = Path(os.environ.get("FINETUNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "omniglot"
 MODEL = "timm/resnet18"
 IMAGE_SIZE = 48
 OUTPUT_DIM = 128

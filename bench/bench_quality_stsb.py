@@ -12,7 +12,7 @@ newer trainer needs the ``datasets`` and ``accelerate`` packages). Rows:
 - fine-tuned ``precision="auto"`` (bf16 autocast on CPUs with AMX/AVX512-bf16) vs the same peer;
 - training speed of the fp32 runs (pairs per second).
 
-    python bench/bench_quality_stsb.py [--quick]    # data from ../shared/data, or $FINETUNER_BENCH_DATA
+    python bench/bench_quality_stsb.py [--quick]    # data from ../shared/data, or $FINETUNER_DATA
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DATA = Path(os.environ.get("FINETUNER_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "stsb"
+DATA = Path(os.environ.get("FINETUNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "stsb"
 MODEL = "all-MiniLM-L6-v2"
 RECIPE = {"epochs": 1, "batch_size": 16, "learning_rate": 2e-5, "seed": 0}
 QUICK_SIZES = (32, 50)  # training pairs, dev pairs
