@@ -144,6 +144,8 @@ def test_listing_imports_no_deep_learning_library():
         "import sys, finetuner\n"
         "finetuner.describe_models()\n"
         "finetuner.list_models('image-to-image')\n"
+        "from finetuner.cli import main\n"
+        "main(['models']); main(['plugins'])\n"
         "heavy = [m for m in ('torch', 'torchvision', 'timm', 'transformers') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

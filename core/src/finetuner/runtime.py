@@ -11,11 +11,10 @@ from pathlib import Path
 
 import torch
 
+from finetuner.choices import DEVICES, PRECISIONS
 from finetuner.errors import UnknownNameError
 
 logger = logging.getLogger("finetuner")
-PRECISIONS = ("auto", "fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from finetuner.data.types import KINDS
-from finetuner.runtime import PRECISIONS
+from finetuner.choices import PRECISIONS
 
 NAME = "evaluate"
 HELP = "measure a model or artifact on a data set"

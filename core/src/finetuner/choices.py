@@ -1,0 +1,4 @@
+"""Names of option values shared by the CLI and the runtime (kept free of heavy imports)."""
+
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
