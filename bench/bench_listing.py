@@ -33,7 +33,7 @@ def run(quick: bool = False) -> list[dict]:
     ours, torch_import = (statistics.median(times[name]) for name in COMMANDS)
     return [
         {
-            "benchmark": "cold `finetuner models` vs cold `import torch` (median of %d)" % repeats,
+            "benchmark": f"cold `finetuner models` vs cold `import torch` (median of {repeats})",
             "ours": ours,
             "peer": torch_import,
             "unit": "s",

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         results.extend(rows)
         print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "quick": args.quick,
         "machine": machine(),
         "versions": versions(),

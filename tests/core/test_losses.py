@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from torch import nn
+
 from finetuner import UnknownNameError
 from finetuner.losses import (
     ClipLoss,
@@ -17,7 +19,6 @@ from finetuner.losses import (
     default_loss,
     loss_names,
 )
-from torch import nn
 
 
 def cos(u: list[float], v: list[float]) -> float:

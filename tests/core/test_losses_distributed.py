@@ -18,9 +18,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch import nn
+
 from finetuner.losses import build_loss, gather_with_grad
 from finetuner.losses.distributed import gather_batch
-from torch import nn
 
 WORLD = 2
 ROWS, DIM = 8, 6

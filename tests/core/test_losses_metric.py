@@ -6,10 +6,11 @@ import math
 
 import pytest
 import torch
-from finetuner import UnknownNameError
-from finetuner.losses import MetricLoss, build_loss, build_metric_loss, build_miner, metric_loss_names, miner_names
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
+
+from finetuner import UnknownNameError
+from finetuner.losses import MetricLoss, build_loss, build_metric_loss, build_miner, metric_loss_names, miner_names
 
 
 def build(name, **kwargs):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from finetuner.data.types import KINDS
 from finetuner.choices import PRECISIONS
+from finetuner.data.types import KINDS
 
 NAME = "evaluate"
 HELP = "measure a model or artifact on a data set"

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 HEADLINE = ("ndcg@10", "recall@1", "recall@10", "mrr@10", "map@r", "precision@1", "r_precision")
 
 

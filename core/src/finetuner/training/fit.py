@@ -17,8 +17,8 @@ import torch
 
 from finetuner.errors import TrainingError
 from finetuner.models.embedding import EmbeddingModel
-from finetuner.runtime import autocast, compiled, move, prepare, resolve_device, resolve_precision
-from finetuner.training.batches import Batch, Collator, IndexDataset, Side, item_key, sides_of
+from finetuner.runtime import autocast, compiled, move, prepare, resolve_precision
+from finetuner.training.batches import Batch, Collator, IndexDataset, item_key, sides_of
 from finetuner.training.callbacks import Callback, TrainState
 from finetuner.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from finetuner.training.optim import build_optimizer, build_scheduler
