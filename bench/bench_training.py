@@ -43,7 +43,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("FINETUNER_BENCH_DATA", HERE.parents[1] / "shared" / "data"))
+DATA = Path(os.environ.get("FINETUNER_DATA", HERE.parents[1] / "shared" / "data"))
 MODEL = "all-MiniLM-L6-v2"
 BATCH = 32
 MAX_LENGTH = 128

@@ -25,7 +25,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _load(name: str, monkeypatch=None, data_dir: Path | None = None):
     if monkeypatch is not None and data_dir is not None:
-        monkeypatch.setenv("FINETUNER_BENCH_DATA", str(data_dir))
+        monkeypatch.setenv("FINETUNER_DATA", str(data_dir))
     spec = importlib.util.spec_from_file_location(f"test_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
