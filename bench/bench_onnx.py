@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 HERE = Path(__file__).resolve().parent
-STSB_DEV = HERE.parents[1] / "shared" / "data" / "stsb" / "dev.csv"
+STSB_DEV = Path(os.environ.get("FINETUNER_DATA", HERE.parents[1] / "shared" / "data")) / "stsb" / "dev.csv"
 BATCH_SIZE = 64
 # label -> finetuner.encode options
 BACKENDS = {
@@ -104,7 +104,7 @@ def run(quick: bool = False) -> list[dict]:
         _row("all-MiniLM-L6-v2 encode: onnxruntime fp32 vs torch fp32", rate, "onnxruntime fp32", "torch fp32", "-", notes),
     ]
     if spearman["torch fp32"] is None:
-        rows.append({"benchmark": "STSb dev Spearman per backend", "notes": f"skipped: {STSB_DEV} is absent"})
+        rows.append({"benchmark": "STSb dev Spearman per backend", "notes": f"SKIPPED: {STSB_DEV} is absent"})
         return rows
     pairs = "first 50 dev pairs" if quick else "1,500 dev pairs"
     for label in ("onnxruntime int8", "onnxruntime fp32", "torch auto"):
