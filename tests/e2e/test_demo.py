@@ -97,7 +97,7 @@ def test_demo_runs_end_to_end_and_writes_a_loadable_artifact(task, tiny_demo_dat
 
     if task != "text-to-text":
         pytest.importorskip("sklearn")
-    model = run_demo(task, tmp_path / "demo", epochs=1, batch_size=8, verbose=False)
+    model = run_demo(task, tmp_path / "demo", epochs=1, batch_size=8, samples_per_class=4, verbose=False)
     assert f"demo {task}: {DEMOS[task].model}" in capsys.readouterr().out
     assert model.metrics["before"] and model.metrics["before"].keys() == model.metrics["after"].keys()
     loaded = finetuner.load(tmp_path / "demo" / "model")
