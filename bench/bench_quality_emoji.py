@@ -74,11 +74,8 @@ def run(quick: bool = False) -> list[dict]:
         train = PairData(train.queries[: QUICK["train"]], train.documents[: QUICK["train"]], source=train.source)
         recipe.update(epochs=QUICK["epochs"], batch_size=QUICK["batch_size"])
     torch.manual_seed(SEED)
-    # image_options={"pretrained": False} would keep the text tower pretrained, but the core then passes ``pretrained``
-    # twice (TypeError); so both towers start random and the text tower gets its pretrained weights afterwards.
-    model = finetuner.build_model(MODEL, output_dim=OUTPUT_DIM, pretrained=False, image_options={"image_size": IMAGE_SIZE})
-    model.tower("text").load_state_dict(finetuner.build_model(MODEL.split("+")[0]).tower("text").state_dict())
-    model.freeze("text")
+    image_options = {"pretrained": False, "image_size": IMAGE_SIZE}
+    model = finetuner.build_model(MODEL, output_dim=OUTPUT_DIM, freeze="text", image_options=image_options)
     watch = Stopwatch()
     started = time.perf_counter()
     model = finetuner.fit(
