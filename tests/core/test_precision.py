@@ -160,7 +160,7 @@ def test_bf16_training_keeps_weights_optimizer_state_and_loss_in_fp32(monkeypatc
     states = [
         t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point()
     ]
-    assert len(states) >= 2 * len(optimizer.param_groups[0]["params"])  # AdamW: exp_avg and exp_avg_sq per parameter
+    assert len(states) >= 2 * sum(len(g["params"]) for g in optimizer.param_groups)  # AdamW: exp_avg and exp_avg_sq per parameter
     assert all(t.dtype == torch.float32 for t in states)
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in tuned.history if "loss" in h)
 

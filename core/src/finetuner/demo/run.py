@@ -33,7 +33,7 @@ DEMOS = {
         model="timm/resnet18",
         data="scikit-learn's bundled handwritten digits (1,797 8x8 images, 10 classes): 1,200 to train, "
         "597 held out, each held-out image querying the others",
-        build_options={"pretrained": False, "image_size": 32, "output_dim": 64},
+        build_options={"pretrained": False, "image_size": 48, "output_dim": 64},
         fit_options={"epochs": 3, "batch_size": 64, "samples_per_class": 8, "learning_rate": 1e-3, "loss": "TripletMarginLoss", "miner": "MultiSimilarityMiner"},
     ),
     "text-to-image": Demo(
@@ -42,7 +42,7 @@ DEMOS = {
         data="scikit-learn's digits with captions made from their labels ('a handwritten seven'), "
         "1,200 to train, 597 held out; a two-tower model: all-MiniLM-L6-v2 text tower + random-init "
         "ResNet-18 image tower, projected into one 64-d space",
-        build_options={"output_dim": 64, "pretrained": True, "image_options": {"pretrained": False, "image_size": 32}},
+        build_options={"output_dim": 64, "pretrained": True, "image_options": {"pretrained": False, "image_size": 48}},
         fit_options={"epochs": 3, "batch_size": 32, "learning_rate": 1e-3, "loss": "ClipLoss"},
     ),
 }

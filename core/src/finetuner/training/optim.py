@@ -17,13 +17,23 @@ def optimizer_names() -> list[str]:
     return [n for n, c in vars(torch.optim).items() if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer]
 
 
-def build_optimizer(name: str, params: Iterable[Any], *, learning_rate: float, weight_decay: float, **options: Any) -> torch.optim.Optimizer:
-    """``torch.optim.<name>`` looked up case-insensitively (AdamW, SGD, Adam, ...)."""
+def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], *, learning_rate: float, weight_decay: float, **options: Any) -> torch.optim.Optimizer:
+    """``torch.optim.<name>`` looked up case-insensitively (AdamW, SGD, Adam, ...).
+
+    Weight decay applies to matrices and filters only: biases, normalisation weights and
+    other 1-d parameters (the CLIP temperature among them) are not decayed, as in BERT's
+    and sentence-transformers' recipes.
+    """
     by_lower = {n.lower(): n for n in optimizer_names()}
     if name.lower() not in by_lower:
         raise UnknownNameError("optimizer", name, optimizer_names())
     cls = getattr(torch.optim, by_lower[name.lower()])
-    return cls(params, lr=learning_rate, weight_decay=weight_decay, **options)
+    params = list(params)
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return cls([g for g in groups if g["params"]], lr=learning_rate, **options)
 
 
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
