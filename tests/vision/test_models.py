@@ -95,3 +95,52 @@ def test_channels_last_model_gives_the_same_embeddings() -> None:
 
 def test_vision_transformers_are_not_converted_to_channels_last() -> None:
     assert not finetuner.build_model("timm/test_vit", pretrained=False).tower().channels_last
+
+
+def _lowest_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a * b).sum(1).min())  # embeddings are unit length
+
+
+def test_bf16_inference_runs_a_folded_bf16_copy_that_follows_weight_changes() -> None:
+    torch.manual_seed(0)
+    model = finetuner.build_model("timm/test_resnet", pretrained=False)
+    tower = model.tower()
+    for norm in (m for m in tower.modules() if isinstance(m, nn.BatchNorm2d)):  # running stats far from 0/1
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+        norm.weight.data.uniform_(0.5, 1.5)
+    images = [np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8) for i in range(4)]
+
+    before = finetuner.encode(model, images, precision="bf16")
+    assert _lowest_cosine(before, finetuner.encode(model, images, precision="fp32")) > 0.99
+    _, copy_ = tower.__dict__["_bf16_copy"]
+    assert {p.dtype for p in copy_.parameters()} == {torch.bfloat16}
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in copy_.modules())  # folded into the convolutions
+    assert not any("_bf16" in k for k in model.state_dict())  # never saved
+    for norm in (m for m in tower.modules() if isinstance(m, nn.BatchNorm2d)):  # in place, as training does
+        norm.running_mean.uniform_(-1, 1)
+    after = finetuner.encode(model, images, precision="bf16")
+    assert _lowest_cosine(after, finetuner.encode(model, images, precision="fp32")) > 0.99
+    assert _lowest_cosine(after, before) < 0.99
+    model.train()
+    model(tower.preprocess(images)).sum().backward()  # a training step frees the copy
+    assert "_bf16_copy" not in tower.__dict__
+
+
+def test_unfoldable_backbones_still_run_in_bf16(caplog) -> None:
+    from finetuner.models.inference import fold_batch_norm
+
+    class Untraceable(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 0:  # data-dependent control flow: symbolic tracing fails
+                x = -x
+            return self.norm(self.conv(x))
+
+    module = Untraceable().eval()
+    with caplog.at_level("DEBUG", logger="finetuner"):
+        assert fold_batch_norm(module) is module
+    assert "BatchNorm folding skipped for Untraceable" in caplog.text

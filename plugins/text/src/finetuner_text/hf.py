@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from transformers.utils import logging as hf_logging
 
 from finetuner import DataError, Tower
 from finetuner.models import TokenPooling
+from finetuner.models.inference import bf16_copy, bf16_inference, free_bf16_copy
 from finetuner.models.pooling import TOKEN_POOLINGS
 from finetuner_text.sources import embedding_dim, not_available, read_json
 
@@ -55,28 +55,15 @@ class HFTextTower(Tower):
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = features["attention_mask"]
         device = mask.device.type
-        if _bf16_inference(device):
+        if bf16_inference(device):
             with torch.autocast(device, enabled=False):
-                hidden = self._bf16_encoder()(input_ids=features["input_ids"], attention_mask=mask).last_hidden_state.float()
+                encoder = bf16_copy(self, self.encoder)
+                hidden = encoder(input_ids=features["input_ids"], attention_mask=mask).last_hidden_state.float()
         else:
             if torch.is_grad_enabled():
-                self.__dict__.pop("_bf16_copy", None)  # training: free the inference copy
+                free_bf16_copy(self)  # training: free the inference copy
             hidden = self.encoder(input_ids=features["input_ids"], attention_mask=mask).last_hidden_state
         return self.pooling(hidden, mask)
-
-    def _bf16_encoder(self) -> PreTrainedModel:
-        """A bf16 copy of the encoder for inference, remade when a weight changes in place or moves.
-
-        Running it is faster than autocast, which casts every weight and activation again in
-        each batch. The copy is a plain attribute, not a submodule: it is never saved or trained,
-        and a forward pass with gradients frees it.
-        """
-        key = tuple((p.data_ptr(), p._version) for p in self.encoder.parameters())
-        cached = self.__dict__.get("_bf16_copy")
-        if cached is None or cached[0] != key:
-            self.__dict__["_bf16_copy"] = None  # free the old copy first
-            self.__dict__["_bf16_copy"] = cached = (key, copy.deepcopy(self.encoder).to(torch.bfloat16).eval())
-        return cached[1]
 
     def item_cost(self, item: Any) -> int:
         """The token count: sorting by it leaves far less padding than sorting by characters."""
@@ -91,15 +78,6 @@ class HFTextTower(Tower):
         (directory / POOLING_FILE).parent.mkdir(parents=True, exist_ok=True)
         (directory / POOLING_FILE).write_text(json.dumps({"word_embedding_dimension": self.output_dim, **flags}, indent=2))
         (directory / ST_CONFIG_FILE).write_text(json.dumps({"max_seq_length": self.max_length}, indent=2))
-
-
-def _bf16_inference(device: str) -> bool:
-    """True under inference mode with bf16 autocast on ``device`` (what ``finetuner.encode`` sets up)."""
-    return (
-        torch.is_inference_mode_enabled()
-        and torch.is_autocast_enabled(device)
-        and torch.get_autocast_dtype(device) == torch.bfloat16
-    )
 
 
 def build_tower(source: str, pretrained: bool = True, pooling: str | None = None, max_length: int | None = None) -> HFTextTower:

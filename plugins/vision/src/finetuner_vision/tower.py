@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from finetuner.models import Tower
+from finetuner.models.inference import bf16_copy, bf16_inference, fold_batch_norm, free_bf16_copy
 from finetuner_vision.images import ImagePreprocessing
 
 POOLINGS = ("avg", "gem")
@@ -49,14 +50,29 @@ class ImageTower(Tower):
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         pixels = features["pixel_values"]
-        if self._conv_weight and pixels.dim() == 4 and self._weights_channels_last():
+        channels_last = self._conv_weight and pixels.dim() == 4 and self._weights_channels_last()
+        if channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
-        out = self.backbone(pixels)
+        if bf16_inference(pixels.device.type):
+            out = self._bf16_backbone(channels_last)(pixels.to(torch.bfloat16)).float()
+        else:
+            if torch.is_grad_enabled():
+                free_bf16_copy(self)  # training: free the inference copy
+            out = self.backbone(pixels)
         if self.pool is not None:
             if self.channels_axis != 1:
                 out = out.movedim(self.channels_axis, 1)
             out = self.pool(out)
         return out
+
+    def _bf16_backbone(self, channels_last: bool) -> nn.Module:
+        """The cached bf16 inference copy: BatchNorm folded into the convolutions, same memory format."""
+
+        def prepare(backbone: nn.Module) -> nn.Module:
+            backbone = fold_batch_norm(backbone)
+            return backbone.to(memory_format=torch.channels_last) if channels_last else backbone
+
+        return bf16_copy(self, self.backbone, prepare)
 
     def _weights_channels_last(self) -> bool:
         weight = self.backbone.get_parameter(self._conv_weight)
