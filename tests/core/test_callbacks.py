@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 from typing import Any
 
 import numpy as np
@@ -19,19 +18,9 @@ from finetuner.training.callbacks import (
     TensorBoardLogger,
     TrainState,
 )
+from tests.core.helpers import pairs
 
 FAST = {"batch_size": 8, "learning_rate": 5e-2, "precision": "fp32", "verbose": False}
-
-
-def pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    rng = random.Random(seed)
-    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
-    return [
-        (f"{words[i % 8]} question {rng.randint(0, 10**6)}", f"notes on {words[i % 8][::-1]} {rng.randint(0, 10**6)}")
-        for i in range(n)
-    ]
-
-
 TRAIN, EVAL = pairs(40), pairs(24, seed=1)  # 5 steps per epoch at batch size 8
 
 

@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import finetuner
 from finetuner.training import distributed
 from finetuner.training.callbacks import MetricsLogger
 from finetuner.training.distributed import encode_sharded, shard
 from tests.core.test_fit import coloured_images, topic_pairs
+from tests.ddp import spawn
 
 WORLD = 2
 COMMON = {"precision": "fp32", "device": "cpu", "verbose": False, "learning_rate": 5e-2, "seed": 3}
@@ -47,12 +45,27 @@ def captioned_images() -> list[tuple[str, np.ndarray]]:
 
 # name -> (backbone, train data, eval data, fit options with the per-rank batch size)
 SCENARIOS = {
-    "mnrl": ("dummy-text", lambda: pairs()[:48], lambda: pairs()[48:], {"epochs": 2, "batch_size": 4, "checkpoint_every_steps": 2}),
-    "frozen_cached": ("dummy-text", lambda: pairs()[:48], None, {"epochs": 2, "batch_size": 4, "freeze": True, "output_dim": 8, "cache_frozen": "disk", "gradient_accumulation_steps": 2}),
+    "mnrl": (
+        "dummy-text",
+        lambda: pairs()[:48],
+        lambda: pairs()[48:],
+        {"epochs": 2, "batch_size": 4, "checkpoint_every_steps": 2},
+    ),
+    "frozen_cached": (
+        "dummy-text",
+        lambda: pairs()[:48],
+        None,
+        {"epochs": 2, "batch_size": 4, "freeze": True, "output_dim": 8, "cache_frozen": "disk", "gradient_accumulation_steps": 2},
+    ),
     "cosent": ("dummy-text", scored, None, {"epochs": 1, "batch_size": 4, "loss": "CoSENTLoss"}),
     "clip": ("dummy-text+dummy-image", captioned_images, None, {"epochs": 1, "batch_size": 4, "output_dim": 8}),
     # the temperature gets no gradient from this loss: DDP must not wait for it
-    "two_tower_mnrl": ("dummy-text+dummy-image", captioned_images, None, {"epochs": 1, "batch_size": 4, "output_dim": 8, "loss": "mnrl"}),
+    "two_tower_mnrl": (
+        "dummy-text+dummy-image",
+        captioned_images,
+        None,
+        {"epochs": 1, "batch_size": 4, "output_dim": 8, "loss": "mnrl"},
+    ),
 }
 
 
@@ -71,8 +84,20 @@ def run_fit(name: str, out: Path | None, world: int) -> dict:
 
 def run_arcface(out: Path) -> dict:
     images, labels = coloured_images(8)
-    model = finetuner.fit("dummy-image", list(zip(images, labels, strict=True)), kind="labeled", loss="ArcFaceLoss", epochs=2, batch_size=8, output_dir=out, **COMMON)
-    return {"weights": {k: v.detach().clone() for k, v in model.state_dict().items()}, "losses": [h["loss"] for h in model.history]}
+    model = finetuner.fit(
+        "dummy-image",
+        list(zip(images, labels, strict=True)),
+        kind="labeled",
+        loss="ArcFaceLoss",
+        epochs=2,
+        batch_size=8,
+        output_dir=out,
+        **COMMON,
+    )
+    return {
+        "weights": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "losses": [h["loss"] for h in model.history],
+    }
 
 
 def run_resume(out: Path) -> dict:
@@ -84,9 +109,7 @@ def run_resume(out: Path) -> dict:
     return {"straight": straight.state_dict(), "resumed": resumed.state_dict()}
 
 
-def _worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
-    torch.set_num_threads(1)
+def _worker(rank: int, out: str) -> None:
     shared = Path(out)
     results = {name: run_fit(name, shared / name, WORLD) for name in SCENARIOS}
     results["arcface"] = run_arcface(shared / "arcface")
@@ -101,27 +124,12 @@ def _worker(rank: int, port: int, out: str) -> None:
     }
     results["world"] = dist.get_world_size()
     torch.save(results, shared / f"rank{rank}.pt")
-    dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> tuple[Path, list[dict]]:
-    if not dist.is_available():
-        pytest.skip("this torch build has no torch.distributed")
     out = tmp_path_factory.mktemp("ddp")
-    context = mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + 600  # a guard against a hung process group, not a timing check
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.terminate()
-            pytest.fail("the 2-process gloo group did not finish")
+    spawn(_worker, WORLD, out, str(out), timeout=600)
     return out, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
@@ -204,10 +212,28 @@ def test_torchrun_encode_command_writes_one_array_in_input_order(tmp_path):
     model = finetuner.build_model("dummy-text", output_dim=8)
     finetuner.save(model, tmp_path / "model")
     (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "finetuner",
-               "encode", str(tmp_path / "model"), str(tmp_path / "texts.txt"), "-o", str(tmp_path / "out.npy"), "--precision", "fp32", "--batch-size", "4"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "finetuner",
+        "encode",
+        str(tmp_path / "model"),
+        str(tmp_path / "texts.txt"),
+        "-o",
+        str(tmp_path / "out.npy"),
+        "--precision",
+        "fp32",
+        "--batch-size",
+        "4",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("wrote 11 x 8 embeddings") == 1  # rank 0 writes and reports, rank 1 stays quiet
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), finetuner.encode(tmp_path / "model", TEXTS, precision="fp32"), atol=1e-6)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out.npy"), finetuner.encode(tmp_path / "model", TEXTS, precision="fp32"), atol=1e-6
+    )

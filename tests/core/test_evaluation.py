@@ -262,8 +262,8 @@ def test_metric_filters_pick_families_and_add_cut_offs():
     assert evaluate(text_model(), numpy_labels, k=(1, 2), metrics=["map", "recall@4", "map@r"], device="cpu") == results
 
 
-def test_artifact_directory_and_top_level_function(tmp_path):
-    from finetuner.artifacts import save
+def register_char_bag() -> None:
+    """Register the ``char-bag`` backbone (a CharTower) through a plugin, as a user's package would."""
     from finetuner.plugins import register_plugin
 
     class Plugin:
@@ -281,6 +281,12 @@ def test_artifact_directory_and_top_level_function(tmp_path):
             )
 
     register_plugin(Plugin(), "evaluation-test")
+
+
+def test_artifact_directory_and_top_level_function(tmp_path):
+    from finetuner.artifacts import save
+
+    register_char_bag()
     model = finetuner.build_model("char-bag")
     with torch.no_grad():
         model.towers["text"].scale[:5] = 3.0
@@ -303,23 +309,8 @@ def test_compare_and_render_tables():
 def _cli_setup(monkeypatch, tmp_path):
     """A registered tiny backbone, and load_data replaced by a recorder (the readers are tested elsewhere)."""
     import finetuner.data
-    from finetuner.plugins import register_plugin
 
-    class Plugin:
-        @finetuner.hookimpl
-        def finetuner_register_backbones(self, register):
-            register(
-                finetuner.BackboneSpec(
-                    "char-bag",
-                    "text-to-text",
-                    DIM,
-                    "bag",
-                    "test chars",
-                    build=lambda pretrained=True, local_dir=None: CharTower(),
-                )
-            )
-
-    register_plugin(Plugin(), "evaluation-test")
+    register_char_bag()
     calls = []
 
     def load_data(source, kind=None, **options):

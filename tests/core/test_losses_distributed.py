@@ -9,19 +9,15 @@ rank's gradient of its local embeddings / world_size == the full-batch gradient 
 from __future__ import annotations
 
 import math
-import os
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from finetuner.losses import build_loss, gather_with_grad
 from finetuner.losses.distributed import gather_batch
+from tests.ddp import spawn
 
 WORLD = 2
 ROWS, DIM = 8, 6
@@ -103,37 +99,17 @@ def _gather_checks(rank: int) -> dict:
     return {"gathered": gathered.detach(), "grad": local.grad, "offset": batch.offset, "size": batch.size}
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
-        results = {name: run_case(name, rank) for name in CASES}
-        results["ddp"] = run_ddp(rank)
-        results["gather"] = _gather_checks(rank)
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _worker(rank: int, out_dir: str) -> None:
+    results = {name: run_case(name, rank) for name in CASES}
+    results["ddp"] = run_ddp(rank)
+    results["gather"] = _gather_checks(rank)
+    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    if not dist.is_available():
-        pytest.skip("this torch build has no torch.distributed")
     out = tmp_path_factory.mktemp("ranks")
-    context = mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + 300  # a guard against a hung process group, not a timing check
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.terminate()
-            pytest.fail("the 2-process gloo group did not finish")
+    spawn(_worker, WORLD, out, str(out), timeout=300)
     return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
 
 

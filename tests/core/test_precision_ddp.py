@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import time
 from pathlib import Path
 
-import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 import finetuner
 from tests.core.test_fit import topic_pairs
+from tests.ddp import spawn
 
 WORLD = 2
 OPTIONS = {
@@ -30,11 +26,9 @@ OPTIONS = {
 }
 
 
-def _worker(rank: int, port: int, out: str) -> None:
+def _worker(rank: int, out: str) -> None:
     from torch._dynamo.utils import counters
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
-    torch.set_num_threads(1)
     model = finetuner.fit("dummy-text", topic_pairs(48), output_dir=Path(out) / "run", **OPTIONS)
     result = {
         "world": dist.get_world_size(),
@@ -44,25 +38,10 @@ def _worker(rank: int, port: int, out: str) -> None:
         "compiled_forward_left": "forward" in vars(model.tower()),
     }
     torch.save(result, Path(out) / f"rank{rank}.pt")
-    dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_bf16_compiled_training_under_ddp(tmp_path):
-    if not dist.is_available():
-        pytest.skip("this torch build has no torch.distributed")
-    context = mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + 600  # a guard against a hung process group, not a timing check
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.terminate()
-            pytest.fail("the 2-process gloo group did not finish")
+    spawn(_worker, WORLD, tmp_path, str(tmp_path), timeout=600)
     first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD))
     assert first["world"] == WORLD
     for result in (first, second):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import random
 import re
 import sys
 from pathlib import Path
@@ -21,18 +20,10 @@ from finetuner.data.types import LabeledData, PairData, RetrievalData, ScoredDat
 from finetuner.evaluation.examples import select_examples
 from finetuner.reporting import comparison, curve_metrics, headline, moving_average, write_report
 from finetuner.training.callbacks import Callback
+from tests.core.helpers import pairs
 
 FAST = {"batch_size": 8, "learning_rate": 5e-2, "precision": "fp32", "verbose": False}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    rng = random.Random(seed)
-    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
-    return [
-        (f"{words[i % 8]} question {rng.randint(0, 10**6)}", f"notes on {words[i % 8][::-1]} {rng.randint(0, 10**6)}")
-        for i in range(n)
-    ]
 
 
 def squares(per_class: int, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:

@@ -6,14 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.multimodal.tiny_clip import use_hf_home, write_tiny_clip
+from tests.hubcache import empty_cache, hf_home_fixture, use_hf_home  # noqa: F401 (empty_cache is a fixture)
+from tests.multimodal.tiny_clip import write_tiny_clip
 
-
-@pytest.fixture(scope="session")
-def tiny_clip_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("hf_home")
-    write_tiny_clip(home)
-    return home
+tiny_clip_home = hf_home_fixture(write_tiny_clip)  # session-scoped
 
 
 @pytest.fixture
@@ -21,11 +17,3 @@ def clip_cache(tiny_clip_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The snapshot folder of the tiny ``openai/clip-vit-base-patch32``, with the cache pointed at it."""
     use_hf_home(monkeypatch, tiny_clip_home)
     return next((tiny_clip_home / "hub").glob("models--openai--clip-vit-base-patch32/snapshots/*"))
-
-
-@pytest.fixture
-def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "empty_hf_home"
-    home.mkdir()
-    use_hf_home(monkeypatch, home)
-    return home

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import finetuner
-from tests.multimodal.tiny_clip import use_hf_home
+from tests.hubcache import use_hf_home
 
 NAME = "openai/clip-vit-base-patch32"
 TEXTS = ["a photo of a cat", "a red car"]

@@ -11,7 +11,8 @@ import torch
 from transformers import CLIPModel
 
 import finetuner
-from tests.multimodal.tiny_clip import LOGIT_SCALE, use_hf_home, write_tiny_clip
+from tests.hubcache import use_hf_home
+from tests.multimodal.tiny_clip import LOGIT_SCALE, write_tiny_clip
 
 NAME = "openai/clip-vit-base-patch32"
 

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tests.hubcache import hub_snapshot
-
-if TYPE_CHECKING:
-    import pytest
 
 REPO_ID = "openai/clip-vit-base-patch32"
 IMAGE_SIZE = 32
@@ -70,17 +66,3 @@ def write_tiny_clip(hf_home: Path, repo_id: str = REPO_ID, *, weights: bool = Tr
     else:
         config.save_pretrained(snapshot)
     return snapshot
-
-
-def use_hf_home(monkeypatch: pytest.MonkeyPatch, hf_home: Path) -> None:
-    """Point the Hugging Face cache at ``hf_home``, offline.
-
-    huggingface_hub reads HF_HOME into module constants at import time, and transformers asks
-    those constants on each call, so the constants are patched (the variable too, for subprocesses).
-    """
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HOME", str(hf_home))
-    monkeypatch.setattr(constants, "HF_HOME", str(hf_home))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)

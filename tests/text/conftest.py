@@ -6,14 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.text.tiny_models import use_hf_home, write_bert, write_hub_cache
+from tests.hubcache import empty_cache, hf_home_fixture, use_hf_home  # noqa: F401 (empty_cache is a fixture)
+from tests.text.tiny_models import write_bert, write_hub_cache
 
-
-@pytest.fixture(scope="session")
-def tiny_hub_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("hf_home")
-    write_hub_cache(home)
-    return home
+tiny_hub_home = hf_home_fixture(write_hub_cache)  # session-scoped
 
 
 @pytest.fixture
@@ -21,14 +17,6 @@ def hub_cache(tiny_hub_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The HF cache pointed at the tiny registered models; returns its ``hub`` folder."""
     use_hf_home(monkeypatch, tiny_hub_home)
     return tiny_hub_home / "hub"
-
-
-@pytest.fixture
-def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "empty_hf_home"
-    home.mkdir()
-    use_hf_home(monkeypatch, home)
-    return home
 
 
 @pytest.fixture(scope="session")

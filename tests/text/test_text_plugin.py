@@ -13,12 +13,12 @@ import torch
 
 import finetuner
 import finetuner_text
+from tests.hubcache import use_hf_home
 from tests.text.tiny_models import (
     BERT_ID,
     MAX_POSITIONS,
     MSMARCO_ID,
     MSMARCO_MAX_SEQ_LENGTH,
-    use_hf_home,
     write_bert,
     write_st_configs,
 )

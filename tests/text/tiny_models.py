@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import string
 from pathlib import Path
-from typing import Any
 
 from tests.hubcache import hub_snapshot
 
@@ -80,18 +79,3 @@ def write_hub_cache(hf_home: Path) -> None:
     """Both registered models under their real ids in a hub-layout cache."""
     write_bert(hub_snapshot(hf_home, BERT_ID), cased=True)
     write_distilbert(hub_snapshot(hf_home, MSMARCO_ID))
-
-
-def use_hf_home(monkeypatch: Any, hf_home: Path) -> None:
-    """Point the Hugging Face cache at ``hf_home``, offline.
-
-    huggingface_hub copies HF_HOME into module constants at import time and transformers reads
-    those constants on every call, so the constants are patched (the variables too, for subprocesses).
-    """
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HOME", str(hf_home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(hf_home / "hub"))
-    monkeypatch.setattr(constants, "HF_HOME", str(hf_home))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
