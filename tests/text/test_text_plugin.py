@@ -194,6 +194,16 @@ def test_item_cost_is_the_token_count_and_encode_keeps_input_order(tiny_folder):
     model = finetuner.build_model(f"hf:{tiny_folder}")
     assert model.tower().item_cost("hello world") == 2 and model.tower().item_cost("xyz") == 3
     assert model.tower().item_cost(None) == 0  # bad items are reported by preprocess, with their index
+
+
+def test_item_cost_of_long_texts_stops_at_max_length_without_a_warning(tiny_folder, capfd):
+    tower = finetuner_text.build_hf(tiny_folder, max_length=16)
+    assert tower.item_cost(LONG) == 16
+    assert "sequence length is longer" not in capfd.readouterr().err
+
+
+def test_encode_keeps_input_order(tiny_folder):
+    model = finetuner.build_model(f"hf:{tiny_folder}")
     texts = ["a", LONG, "hello world", "the query"]
     together = finetuner.encode(model, texts, batch_size=2, precision="fp32")
     one_by_one = np.concatenate([finetuner.encode(model, [t], precision="fp32") for t in texts])

@@ -66,8 +66,11 @@ class HFTextTower(Tower):
         return self.pooling(hidden, mask)
 
     def item_cost(self, item: Any) -> int:
-        """The token count: sorting by it leaves far less padding than sorting by characters."""
-        return len(self.tokenizer.tokenize(item)) if isinstance(item, str) else 0
+        """The token count up to ``max_length``: sorting by it leaves far less padding than sorting by characters."""
+        if not isinstance(item, str):
+            return 0
+        tokens = self.tokenizer(item, truncation=True, max_length=self.max_length, add_special_tokens=False, return_attention_mask=False)
+        return len(tokens["input_ids"])
 
     def save_files(self, directory: Path) -> None:
         """Tokenizer files, config.json and sentence-transformers pooling/length configs."""
