@@ -7,7 +7,10 @@ in a rotating order, and the median of the repeats is kept. Rows per model:
 - the wrapper: ``EmbeddingModel`` forward (tower, L2 normalisation) in fp32 vs the torchvision
   model's own forward in fp32 (target: ratio >= 0.95, i.e. at most 5 % overhead);
 - ``precision="auto"``: the same model after ``finetuner.runtime.prepare`` (channels_last) under
-  ``finetuner.runtime.autocast`` (bf16 on CPUs with AMX or AVX512-bf16) vs torchvision fp32.
+  ``finetuner.runtime.autocast`` (bf16 on CPUs with AMX or AVX512-bf16: the tower runs its bf16
+  copy with BatchNorm folded) vs torchvision fp32;
+- ``compile=True`` on top of auto (``finetuner.runtime.compiled``: the bf16 copy compiled with
+  frozen weights; compiling happens in the warm-up, its time is in the notes) vs torchvision fp32.
 
     python bench/bench_vision.py [--quick]
     OMP_NUM_THREADS=1 python bench/bench_vision.py   # steadier on a machine busy with other work
@@ -54,7 +57,7 @@ def _compare(batch: int, size: int, repeats: int, quick: bool) -> list[dict]:
     from torchvision import models
 
     import finetuner
-    from finetuner.runtime import autocast, prepare, resolve_precision
+    from finetuner.runtime import autocast, compiled, prepare, resolve_precision
 
     device = torch.device("cpu")
     dtype = resolve_precision("auto", device)
@@ -69,20 +72,25 @@ def _compare(batch: int, size: int, repeats: int, quick: bool) -> list[dict]:
         missing, unexpected = peer.load_state_dict(ours.tower().backbone.state_dict(), strict=False)
         assert not unexpected and all(k.startswith(("fc.", "classifier.")) for k in missing), (missing, unexpected)
         ours_auto = prepare(copy.deepcopy(ours), device)
+        ours_compiled = prepare(copy.deepcopy(ours), device)
 
         def auto_forward(model: torch.nn.Module = ours_auto) -> torch.Tensor:
             with autocast(device, dtype):
                 return model(features)
 
+        def compiled_forward(model: torch.nn.Module = ours_compiled) -> torch.Tensor:
+            with compiled(model), autocast(device, dtype):
+                return model(features)
+
         runs: dict[str, Callable[[], object]] = {
             "ours_fp32": lambda model=ours: model(features),
             "ours_auto": auto_forward,
+            "ours_compiled": compiled_forward,
             "peer": lambda model=peer: model(pixels),
         }
         times: dict[str, list[float]] = {k: [] for k in runs}
         with torch.inference_mode():
-            for fn in runs.values():  # warm-up: allocator, oneDNN kernels
-                fn()
+            warmup = {key: _seconds(fn) for key, fn in runs.items()}  # allocator, oneDNN kernels, compiling
             order = list(runs)
             for repeat in range(repeats):  # rotate the order so load drifts hit every run alike
                 for key in order[repeat % len(order) :] + order[: repeat % len(order)]:
@@ -98,8 +106,11 @@ def _compare(batch: int, size: int, repeats: int, quick: bool) -> list[dict]:
         for name, key, target in (
             (f"{arch} wrapper fp32 vs torchvision fp32", "ours_fp32", ">= 0.95"),
             (f"{arch} auto ({auto}) vs torchvision fp32", "ours_auto", AUTO_TARGETS[arch]),
+            (f"{arch} auto + compile=True vs torchvision fp32", "ours_compiled", "none (reported)"),
         ):
             best_ratio = f"; ratio of the best runs {best[key] / best['peer']:.3f}"
+            if key == "ours_compiled":
+                best_ratio += f"; first call (compiling) {warmup[key]:.1f} s"
             rows.append(
                 {
                     "benchmark": name,

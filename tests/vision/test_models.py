@@ -144,3 +144,23 @@ def test_unfoldable_backbones_still_run_in_bf16(caplog) -> None:
     with caplog.at_level("DEBUG", logger="finetuner"):
         assert fold_batch_norm(module) is module
     assert "BatchNorm folding skipped for Untraceable" in caplog.text
+
+
+def test_compiled_bf16_copy_freezes_weights_yet_follows_weight_changes() -> None:
+    torch.manual_seed(0)
+    model = finetuner.build_model("timm/test_resnet", pretrained=False)
+    tower = model.tower()
+    images = [np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8) for i in range(4)]
+
+    def both() -> tuple[np.ndarray, np.ndarray]:
+        compiled = finetuner.encode(model, images, precision="bf16", compile=True)
+        assert isinstance(tower.__dict__["_bf16_copy"][1], torch._dynamo.eval_frame.OptimizedModule)
+        return compiled, finetuner.encode(model, images, precision="bf16")
+
+    compiled, eager = both()
+    assert _lowest_cosine(compiled, eager) > 0.999
+    with torch.no_grad():  # frozen weights must not outlive an in-place update
+        for p in tower.parameters():
+            p.add_(torch.randn_like(p))
+    changed, eager = both()
+    assert _lowest_cosine(changed, eager) > 0.999 and _lowest_cosine(changed, compiled) < 0.99

@@ -100,7 +100,11 @@ def compiled(model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
     Only the forward function is compiled, the module is never wrapped, so ``state_dict`` keys
     (and saved artifacts) are the same as without compiling. Compiled code is cached per tower
     class and reused by later calls; entering again for a tower already compiled does nothing.
+    Towers' bf16 inference copies (:mod:`finetuner.models.inference`) are compiled on their own,
+    with their weights frozen into the graph.
     """
+    from finetuner.models.inference import compiling_copies
+
     towers = [t for t in getattr(model, "towers", {}).values() if "forward" not in vars(t)] if enabled else []
     for tower in towers:
         function = type(tower).forward
@@ -108,7 +112,8 @@ def compiled(model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
             _COMPILED_FORWARDS[function] = torch.compile(function)
         tower.forward = types.MethodType(_COMPILED_FORWARDS[function], tower)
     try:
-        yield
+        with compiling_copies(enabled):
+            yield
     finally:
         for tower in towers:
             del tower.forward

@@ -3,21 +3,27 @@
 Autocast casts every weight to bf16 again in each batch; a copy made once is faster. The
 copy is a plain attribute of the tower, not a submodule, so it is never saved, trained or
 moved by ``.to()``; it is remade when any weight or buffer of the original changes in place
-or moves, and a forward pass with gradients (training) frees it.
+or moves, and a forward pass with gradients (training) frees it. Under ``compile=True``
+(:func:`finetuner.runtime.compiled`) the copy is compiled with its weights frozen into the
+graph, which is safe because a changed weight makes a new copy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from itertools import chain
+from typing import Any
 
 import torch
 from torch import nn
 
 logger = logging.getLogger("finetuner")
 COPY_ATTRIBUTE = "_bf16_copy"
+_compile_copies: ContextVar[bool] = ContextVar("compile_copies", default=False)
 
 
 def bf16_inference(device_type: str) -> bool:
@@ -29,16 +35,36 @@ def bf16_inference(device_type: str) -> bool:
     )
 
 
+@contextlib.contextmanager
+def compiling_copies(enabled: bool = True) -> Iterator[None]:
+    """Inside, bf16 copies made or used are compiled (weights frozen into the graph)."""
+    token = _compile_copies.set(enabled)
+    try:
+        yield
+    finally:
+        _compile_copies.reset(token)
+
+
+@torch.compiler.disable  # an outer torch.compile must not trace the copying, nor inline the frozen copy
+def run_bf16_copy(owner: nn.Module, module: nn.Module, *args: Any, prepare: Callable[[nn.Module], nn.Module] | None = None, **kwargs: Any) -> Any:
+    """Call ``owner``'s bf16 copy of ``module`` (see :func:`bf16_copy`) with ``args`` and ``kwargs``."""
+    return bf16_copy(owner, module, prepare)(*args, **kwargs)
+
+
 def bf16_copy(owner: nn.Module, module: nn.Module, prepare: Callable[[nn.Module], nn.Module] | None = None) -> nn.Module:
     """``owner``'s cached bf16, eval-mode copy of ``module`` (``prepare`` runs on the fp32 copy first)."""
-    key = tuple((t.data_ptr(), t._version) for t in chain(module.parameters(), module.buffers()))
+    compile_it = _compile_copies.get()
+    key = (compile_it, *((t.data_ptr(), t._version) for t in chain(module.parameters(), module.buffers())))
     cached = owner.__dict__.get(COPY_ATTRIBUTE)
     if cached is None or cached[0] != key:
         owner.__dict__[COPY_ATTRIBUTE] = None  # free the old copy before making the new one
         duplicate = copy.deepcopy(module).eval()
         if prepare is not None:
             duplicate = prepare(duplicate)
-        owner.__dict__[COPY_ATTRIBUTE] = cached = (key, duplicate.to(torch.bfloat16))
+        duplicate = duplicate.to(torch.bfloat16)
+        if compile_it:
+            duplicate = torch.compile(duplicate, options={"freezing": True})
+        owner.__dict__[COPY_ATTRIBUTE] = cached = (key, duplicate)
     return cached[1]
 
 

@@ -14,7 +14,7 @@ from transformers.utils import logging as hf_logging
 
 from finetuner import DataError, Tower
 from finetuner.models import TokenPooling
-from finetuner.models.inference import bf16_copy, bf16_inference, free_bf16_copy
+from finetuner.models.inference import bf16_inference, free_bf16_copy, run_bf16_copy
 from finetuner.models.pooling import TOKEN_POOLINGS
 from finetuner_text.sources import embedding_dim, not_available, read_json
 
@@ -57,8 +57,7 @@ class HFTextTower(Tower):
         device = mask.device.type
         if bf16_inference(device):
             with torch.autocast(device, enabled=False):
-                encoder = bf16_copy(self, self.encoder)
-                hidden = encoder(input_ids=features["input_ids"], attention_mask=mask).last_hidden_state.float()
+                hidden = run_bf16_copy(self, self.encoder, input_ids=features["input_ids"], attention_mask=mask).last_hidden_state.float()
         else:
             if torch.is_grad_enabled():
                 free_bf16_copy(self)  # training: free the inference copy

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from finetuner.models import Tower
-from finetuner.models.inference import bf16_copy, bf16_inference, fold_batch_norm, free_bf16_copy
+from finetuner.models.inference import bf16_inference, fold_batch_norm, free_bf16_copy, run_bf16_copy
 from finetuner_vision.images import ImagePreprocessing
 
 POOLINGS = ("avg", "gem")
@@ -54,7 +54,7 @@ class ImageTower(Tower):
         if channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         if bf16_inference(pixels.device.type):
-            out = self._bf16_backbone(channels_last)(pixels.to(torch.bfloat16)).float()
+            out = run_bf16_copy(self, self.backbone, pixels.to(torch.bfloat16), prepare=_folded(channels_last)).float()
         else:
             if torch.is_grad_enabled():
                 free_bf16_copy(self)  # training: free the inference copy
@@ -65,18 +65,19 @@ class ImageTower(Tower):
             out = self.pool(out)
         return out
 
-    def _bf16_backbone(self, channels_last: bool) -> nn.Module:
-        """The cached bf16 inference copy: BatchNorm folded into the convolutions, same memory format."""
-
-        def prepare(backbone: nn.Module) -> nn.Module:
-            backbone = fold_batch_norm(backbone)
-            return backbone.to(memory_format=torch.channels_last) if channels_last else backbone
-
-        return bf16_copy(self, self.backbone, prepare)
-
     def _weights_channels_last(self) -> bool:
         weight = self.backbone.get_parameter(self._conv_weight)
         return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
     def save_files(self, directory: Path) -> None:
         self.preprocessing.save(directory)
+
+
+def _folded(channels_last: bool) -> Callable[[nn.Module], nn.Module]:
+    """How a backbone's bf16 inference copy is prepared: BatchNorm folded, same memory format."""
+
+    def prepare(backbone: nn.Module) -> nn.Module:
+        backbone = fold_batch_norm(backbone)
+        return backbone.to(memory_format=torch.channels_last) if channels_last else backbone
+
+    return prepare
