@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -125,7 +126,7 @@ def test_hf_prefix_errors(tmp_path):
 
 
 def test_names_outside_the_family_are_left_to_others():
-    assert finetuner_text.finetuner_resolve_backbone("timm/resnet18") is None
+    assert finetuner_text.finetuner_resolve_backbone("timm/resnet18", local_dir=None) is None
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
@@ -229,6 +230,21 @@ def test_save_load_round_trip_gives_equal_embeddings(tiny_folder, tmp_path):
     np.testing.assert_allclose(
         finetuner.encode(loaded, texts, precision="fp32"), finetuner.encode(model, texts, precision="fp32"), atol=1e-6
     )
+
+
+def test_an_hf_folder_model_loads_from_its_artifact_after_the_folder_is_gone(tiny_folder, tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(tiny_folder, source)
+    model = finetuner.build_model(f"hf:{source}")
+    finetuner.save(model, tmp_path / "artifact")
+    shutil.rmtree(source)
+    loaded = finetuner.load(tmp_path / "artifact")
+    texts = ["a search query", LONG]
+    np.testing.assert_allclose(
+        finetuner.encode(loaded, texts, precision="fp32"), finetuner.encode(model, texts, precision="fp32"), atol=1e-6
+    )
+    with pytest.raises(finetuner.ModelNotAvailableError):  # building from the name still needs the source
+        finetuner.build_model(f"hf:{source}")
 
 
 def test_a_registered_model_loads_from_its_artifact_without_the_cache(hub_cache, tmp_path, monkeypatch):

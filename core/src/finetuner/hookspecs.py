@@ -49,10 +49,13 @@ def finetuner_register_backbones(register: Callable[[BackboneSpec], None]) -> No
 
 
 @hookspec(firstresult=True)
-def finetuner_resolve_backbone(name: str) -> BackboneSpec | None:
+def finetuner_resolve_backbone(name: str, local_dir: str | None) -> BackboneSpec | None:
     """Return a spec for a name that was not registered up front, or None.
 
     For open families such as ``timm/<any timm model>`` or ``hf:<model id or folder>``.
     Return None for names that are not yours; raise :class:`finetuner.UnknownNameError`
-    for a name in your family that does not exist.
+    for a name in your family that does not exist. ``local_dir`` is set when a saved
+    artifact is loaded: the folder its tower's ``save_files`` wrote, to read the model's
+    description from when the original source is gone (an implementation may omit the
+    argument).
     """

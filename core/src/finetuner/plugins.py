@@ -93,10 +93,11 @@ class PluginManager:
             return
         self.plugins[name] = PluginInfo(name, version, "ok", count)
 
-    def resolve(self, name: str) -> BackboneSpec | None:
+    def resolve(self, name: str, local_dir: str | None = None) -> BackboneSpec | None:
         """Ask plugins with a resolver hook about a name nobody registered."""
+        arguments = {"name": name, "local_dir": local_dir}
         for impl in reversed(self.pm.hook.finetuner_resolve_backbone.get_hookimpls()):
-            spec = impl.function(name=name)
+            spec = impl.function(**{k: arguments[k] for k in impl.argnames})
             if spec is not None:
                 return _with_plugin(spec, impl.plugin_name)
         return None

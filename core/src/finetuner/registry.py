@@ -99,12 +99,15 @@ def list_models(task: str | None = None) -> list[BackboneSpec]:
     return [s for s in get_manager().registry.specs() if task is None or s.task == task]
 
 
-def get_spec(name: str) -> BackboneSpec:
-    """Resolve a model name or alias (or an open family such as ``timm/...``) to its spec."""
+def get_spec(name: str, local_dir: str | None = None) -> BackboneSpec:
+    """Resolve a model name or alias (or an open family such as ``timm/...``) to its spec.
+
+    ``local_dir`` is a saved artifact's folder for this backbone (see ``finetuner_resolve_backbone``).
+    """
     from finetuner.plugins import get_manager
 
     manager = get_manager()
-    spec = manager.registry.get(name) or manager.resolve(name)
+    spec = manager.registry.get(name) or manager.resolve(name, local_dir)
     if spec is None:
         raise UnknownNameError("model", name, manager.registry.names(), hint=INSTALL_HINT if not manager.registry.specs() else "Run `finetuner models` to see them all.")
     return spec

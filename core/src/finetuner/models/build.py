@@ -19,7 +19,8 @@ def build_towers(
     name: str, *, pretrained: bool = True, **options: Any
 ) -> tuple[dict[str, Tower], float | None, dict[str, Any]]:
     """Build one backbone: its towers, its initial logit scale (two-tower backbones) and its source record."""
-    spec = get_spec(name)
+    local_dir = options.get("local_dir")
+    spec = get_spec(name, str(local_dir) if local_dir is not None else None)
     try:
         builder = spec.builder()
     except Exception as exc:

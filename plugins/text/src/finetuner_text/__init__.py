@@ -65,14 +65,18 @@ def finetuner_register_backbones(register: Any) -> None:
 
 
 @finetuner.hookimpl
-def finetuner_resolve_backbone(name: str) -> finetuner.BackboneSpec | None:
-    """``hf:<model id or folder>``: any Hugging Face encoder whose config is on disk (or downloadable online)."""
+def finetuner_resolve_backbone(name: str, local_dir: str | None) -> finetuner.BackboneSpec | None:
+    """``hf:<model id or folder>``: any Hugging Face encoder whose config is on disk (or downloadable online).
+
+    A saved artifact's ``local_dir`` holds the config too, so it loads when the source is gone.
+    """
     if not name.startswith(HF_PREFIX):
         return None
     source = name[len(HF_PREFIX) :]
     if not source:
         raise finetuner.UnknownNameError("model", name, ["hf:<model id or folder>"])
-    config = read_json(source, "config.json", download=True)
+    config = read_json(local_dir, "config.json") if local_dir is not None else None
+    config = config or read_json(source, "config.json", download=True)
     if config is None:
         raise not_available(source)
     return finetuner.BackboneSpec(
