@@ -9,6 +9,7 @@ initialised and uses it; ``RANK``/``LOCAL_RANK``/``WORLD_SIZE`` are set as torch
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 import time
@@ -47,6 +48,7 @@ def spawn(worker: Callable[..., None], world: int, folder: Path, *args: Any, tim
 def _run(rank: int, worker: Callable[..., None], world: int, init_method: str, args: tuple[Any, ...]) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
+    importlib.import_module("torch._dynamo")  # before the group, as DistributedContext.setup does (see there)
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
     try:
         worker(rank, *args)

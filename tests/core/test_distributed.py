@@ -237,3 +237,29 @@ def test_torchrun_encode_command_writes_one_array_in_input_order(tmp_path):
     np.testing.assert_allclose(
         np.load(tmp_path / "out.npy"), finetuner.encode(tmp_path / "model", TEXTS, precision="fp32"), atol=1e-6
     )
+
+
+LEAVE_GROUP = """
+import os, sys
+import torch.distributed
+from finetuner.training.distributed import DistributedContext
+DistributedContext.setup("cpu")
+import torch._dynamo  # what building a timm, torchvision or transformers model does
+torch.distributed.destroy_process_group()
+threads = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
+print("rank", os.environ["RANK"], "gloo threads left:", sum("gloo" in name for name in threads))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads thread names from /proc (Linux)")
+def test_leaving_the_group_stops_gloo_threads_even_after_model_libraries_load(tmp_path):
+    """Left running past destroy_process_group, gloo's threads abort the process at exit now and then."""
+    script = tmp_path / "leave.py"
+    script.write_text(LEAVE_GROUP)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(line for line in done.stdout.splitlines() if line.startswith("rank")) == [
+        "rank 0 gloo threads left: 0",
+        "rank 1 gloo threads left: 0",
+    ]

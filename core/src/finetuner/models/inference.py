@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -45,10 +46,25 @@ def compiling_copies(enabled: bool = True) -> Iterator[None]:
         _compile_copies.reset(token)
 
 
-@torch.compiler.disable  # an outer torch.compile must not trace the copying, nor inline the frozen copy
-def run_bf16_copy(owner: nn.Module, module: nn.Module, *args: Any, prepare: Callable[[nn.Module], nn.Module] | None = None, **kwargs: Any) -> Any:
+def run_bf16_copy(
+    owner: nn.Module, module: nn.Module, *args: Any, prepare: Callable[[nn.Module], nn.Module] | None = None, **kwargs: Any
+) -> Any:
     """Call ``owner``'s bf16 copy of ``module`` (see :func:`bf16_copy`) with ``args`` and ``kwargs``."""
+    call = _outside_compile() if _compile_copies.get() else _call_copy
+    return call(owner, module, prepare, args, kwargs)
+
+
+def _call_copy(
+    owner: nn.Module, module: nn.Module, prepare: Callable[[nn.Module], nn.Module] | None, args: tuple, kwargs: dict
+) -> Any:
     return bf16_copy(owner, module, prepare)(*args, **kwargs)
+
+
+@functools.cache
+def _outside_compile() -> Callable[..., Any]:
+    """:func:`_call_copy` hidden from an outer torch.compile: it must not trace the copying nor
+    inline the frozen copy. Made on first use: importing torch's compiler costs a second or more."""
+    return torch.compiler.disable(_call_copy)
 
 
 def bf16_copy(owner: nn.Module, module: nn.Module, prepare: Callable[[nn.Module], nn.Module] | None = None) -> nn.Module:

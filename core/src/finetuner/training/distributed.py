@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -57,6 +58,10 @@ class DistributedContext:
             torch.cuda.set_device(local_rank)
             target = torch.device("cuda", local_rank)
         if not torch_dist.is_initialized():
+            # Imported after the group exists, torch._dynamo (timm, torchvision, transformers and
+            # compile import it) keeps gloo's threads alive past destroy_process_group, and the
+            # process then aborts at exit now and then, after its work is done.
+            importlib.import_module("torch._dynamo")
             torch_dist.init_process_group(backend="nccl" if target.type == "cuda" else "gloo")
             atexit.register(_destroy_group)
         rank = torch_dist.get_rank()
