@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import logging
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -24,7 +23,8 @@ from torch import nn
 
 logger = logging.getLogger("finetuner")
 COPY_ATTRIBUTE = "_bf16_copy"
-_compile_copies: ContextVar[bool] = ContextVar("compile_copies", default=False)
+# Under finetuner.runtime.compiled(): how to call a copy where an outer torch.compile does not trace it.
+_outside_compile: ContextVar[Callable[..., Any] | None] = ContextVar("outside_compile", default=None)
 
 
 def bf16_inference(device_type: str) -> bool:
@@ -39,18 +39,19 @@ def bf16_inference(device_type: str) -> bool:
 @contextlib.contextmanager
 def compiling_copies(enabled: bool = True) -> Iterator[None]:
     """Inside, bf16 copies made or used are compiled (weights frozen into the graph)."""
-    token = _compile_copies.set(enabled)
+    # an outer torch.compile must neither trace the copying nor inline the frozen copy
+    token = _outside_compile.set(torch.compiler.disable(_call_copy) if enabled else None)
     try:
         yield
     finally:
-        _compile_copies.reset(token)
+        _outside_compile.reset(token)
 
 
 def run_bf16_copy(
     owner: nn.Module, module: nn.Module, *args: Any, prepare: Callable[[nn.Module], nn.Module] | None = None, **kwargs: Any
 ) -> Any:
     """Call ``owner``'s bf16 copy of ``module`` (see :func:`bf16_copy`) with ``args`` and ``kwargs``."""
-    call = _outside_compile() if _compile_copies.get() else _call_copy
+    call = _outside_compile.get() or _call_copy
     return call(owner, module, prepare, args, kwargs)
 
 
@@ -60,16 +61,9 @@ def _call_copy(
     return bf16_copy(owner, module, prepare)(*args, **kwargs)
 
 
-@functools.cache
-def _outside_compile() -> Callable[..., Any]:
-    """:func:`_call_copy` hidden from an outer torch.compile: it must not trace the copying nor
-    inline the frozen copy. Made on first use: importing torch's compiler costs a second or more."""
-    return torch.compiler.disable(_call_copy)
-
-
 def bf16_copy(owner: nn.Module, module: nn.Module, prepare: Callable[[nn.Module], nn.Module] | None = None) -> nn.Module:
     """``owner``'s cached bf16, eval-mode copy of ``module`` (``prepare`` runs on the fp32 copy first)."""
-    compile_it = _compile_copies.get()
+    compile_it = _outside_compile.get() is not None
     key = (compile_it, *((t.data_ptr(), t._version) for t in chain(module.parameters(), module.buffers())))
     cached = owner.__dict__.get(COPY_ATTRIBUTE)
     if cached is None or cached[0] != key:
