@@ -1,4 +1,4 @@
-"""Run a test worker on a few CPU processes joined in a gloo group.
+"""Run a test worker on a few processes joined in a process group (gloo on CPU; nccl on GPUs).
 
 :func:`spawn` starts ``world`` processes with ``torch.multiprocessing``; each joins the group
 through a rendezvous file (``file://`` init) in a folder the test owns, so no TCP port is
@@ -23,8 +23,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
-def spawn(worker: Callable[..., None], world: int, folder: Path, *args: Any, timeout: float = 600.0) -> None:
-    """Run ``worker(rank, *args)`` on ``world`` gloo ranks and wait for all of them.
+def spawn(worker: Callable[..., None], world: int, folder: Path, *args: Any, timeout: float = 600.0, backend: str = "gloo") -> None:
+    """Run ``worker(rank, *args)`` on ``world`` ranks of a ``backend`` group and wait for all of them.
 
     ``worker`` must be a module-level function (it is pickled to the new processes). The
     rendezvous file is made fresh in a new folder under ``folder`` (the test's temporary
@@ -36,20 +36,20 @@ def spawn(worker: Callable[..., None], world: int, folder: Path, *args: Any, tim
         pytest.skip("this torch build has no torch.distributed")
     rendezvous = Path(tempfile.mkdtemp(prefix="rendezvous-", dir=folder)) / "store"
     init_method = rendezvous.resolve().as_uri()  # file:///...
-    context = mp.spawn(_run, args=(worker, world, init_method, args), nprocs=world, join=False)
+    context = mp.spawn(_run, args=(worker, world, init_method, backend, args), nprocs=world, join=False)
     deadline = time.monotonic() + timeout
     while not context.join(timeout=1):  # raises ProcessRaisedException / ProcessExitedException naming the rank
         if time.monotonic() > deadline:
             for process in context.processes:
                 process.terminate()
-            pytest.fail(f"the {world}-process gloo group did not finish in {timeout:.0f} s")
+            pytest.fail(f"the {world}-process {backend} group did not finish in {timeout:.0f} s")
 
 
-def _run(rank: int, worker: Callable[..., None], world: int, init_method: str, args: tuple[Any, ...]) -> None:
+def _run(rank: int, worker: Callable[..., None], world: int, init_method: str, backend: str, args: tuple[Any, ...]) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     importlib.import_module("torch._dynamo")  # before the group, as DistributedContext.setup does (see there)
-    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world)
     try:
         worker(rank, *args)
     finally:

@@ -1,0 +1,101 @@
+"""On a CUDA GPU: encoding, bf16 training, ``compile=True`` and the nccl DDP path.
+
+CI machines have no GPU, so these skip there; run them where one is (``pytest tests/gpu``).
+The models are tiny and random: what is checked is that CUDA gives the CPU's answers and
+that every path runs, not speed (``bench/gpu.sh`` measures that).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import finetuner
+from tests.core.test_fit import topic_pairs
+from tests.ddp import spawn
+from tests.text.tiny_models import write_bert
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+TEXTS = ["alpha question", "notes on ahpla", "bravo", "a much longer sentence about charlie and delta " * 3]
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return "hf:" + str(write_bert(tmp_path_factory.mktemp("bert"), hidden=64, cased=False, seed=2))
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def _images(n: int = 6) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.mark.parametrize("name", ["bert", "timm/resnet18"])
+def test_cuda_encoding_matches_cpu(name, bert):
+    torch.manual_seed(0)
+    model = finetuner.build_model(bert if name == "bert" else name, pretrained=False)
+    items = TEXTS if name == "bert" else _images()
+    cpu = finetuner.encode(model, items, device="cpu", precision="fp32")
+    cuda = finetuner.encode(model, items, device="cuda", precision="fp32")
+    bf16 = finetuner.encode(model, items, device="cuda", precision="bf16")
+    auto = finetuner.encode(model, items, device="cuda")
+    for result in (cuda, bf16, auto):
+        assert result.dtype == np.float32 and result.shape == cpu.shape
+    assert _cosines(cuda, cpu).min() > 0.9999  # cuDNN convolutions may run in TF32
+    assert _cosines(bf16, cpu).min() > 0.99
+    np.testing.assert_array_equal(auto, bf16)  # auto picks bf16 on a GPU with bf16 support
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_bf16_training_on_cuda_saves_a_model_the_cpu_loads(bert, tmp_path):
+    model = finetuner.fit(bert, topic_pairs(64), output_dir=tmp_path / "run", device="cuda", precision="bf16",
+                          epochs=3, batch_size=16, learning_rate=1e-3, verbose=False)
+    losses = [h["loss"] for h in model.history if "loss" in h]
+    assert len(losses) == 12 and np.isfinite(losses).all()
+    assert np.mean(losses[-4:]) < np.mean(losses[:4])
+    assert all(p.dtype == torch.float32 and p.is_cuda for p in model.parameters())
+    on_gpu = finetuner.encode(model, TEXTS, device="cuda", precision="fp32")
+    on_cpu = finetuner.encode(finetuner.load(tmp_path / "run" / "model"), TEXTS, device="cpu", precision="fp32")
+    assert _cosines(on_gpu, on_cpu).min() > 0.9999
+
+
+@pytest.mark.parametrize("name", ["bert", "timm/resnet18"])
+def test_compile_on_cuda_gives_the_eager_embeddings(name, bert):
+    torch.manual_seed(0)
+    model = finetuner.build_model(bert if name == "bert" else name, pretrained=False)
+    items = TEXTS if name == "bert" else _images()
+    eager = finetuner.encode(model, items, device="cuda", precision="bf16")
+    compiled = finetuner.encode(model, items, device="cuda", precision="bf16", compile=True)
+    assert _cosines(compiled, eager).min() > 0.99
+
+
+def test_compiled_bf16_training_on_cuda(bert):
+    model = finetuner.fit(bert, topic_pairs(32), output_dir=None, device="cuda", precision="bf16", compile=True,
+                          epochs=1, batch_size=8, verbose=False)
+    losses = [h["loss"] for h in model.history if "loss" in h]
+    assert len(losses) == 4 and np.isfinite(losses).all()
+    assert "forward" not in vars(model.tower())  # the plain forward is back after fit
+
+
+def _nccl_worker(rank: int, bert: str, out: str) -> None:
+    import torch.distributed as dist
+
+    model = finetuner.fit(bert, topic_pairs(32), output_dir=Path(out) / "run", device="cuda", precision="bf16",
+                          epochs=1, batch_size=8, verbose=False)
+    torch.save({"backend": dist.get_backend(), "losses": [h["loss"] for h in model.history if "loss" in h]},
+               Path(out) / "result.pt")
+
+
+def test_ddp_path_on_nccl(bert, tmp_path):
+    """One rank (one GPU here) in an nccl group: fit takes the DDP path and writes the model."""
+    spawn(_nccl_worker, 1, tmp_path, bert, str(tmp_path), backend="nccl", timeout=300)
+    result = torch.load(tmp_path / "result.pt")
+    assert result["backend"] == "nccl"
+    assert len(result["losses"]) == 4 and np.isfinite(result["losses"]).all()
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
