@@ -99,3 +99,15 @@ def test_ddp_path_on_nccl(bert, tmp_path):
     assert result["backend"] == "nccl"
     assert len(result["losses"]) == 4 and np.isfinite(result["losses"]).all()
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_text_attention_on_cuda_avoids_cudnn_plans(bert):
+    """Batches padded to their longest text come in many shapes; cuDNN's attention builds a plan per shape."""
+    model = finetuner.build_model(bert).to("cuda").train()
+    features = {k: v.cuda() for k, v in model.tower().preprocess(TEXTS).items()}
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            model(features, "text").sum().backward()
+    names = {event.name for event in profile.events()}
+    assert any("attention" in name for name in names)  # the profile did see the attention calls
+    assert not any("cudnn_attention" in name for name in names)

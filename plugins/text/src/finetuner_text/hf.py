@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -23,6 +24,9 @@ POOLING_FILE = "1_Pooling/config.json"
 ST_CONFIG_FILE = "sentence_bert_config.json"
 # sentence-transformers' (pre-5) pooling flags and the mode each one means here; other modes are unsupported.
 ST_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
+# Attention kernels for batches padded to their longest text, on CUDA: all but cuDNN's, which builds a plan for
+# each new shape (seconds for the first ones, ~10 ms of host time each after) and so starves the GPU here.
+VARYING_LENGTH_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class HFTextTower(Tower):
@@ -55,13 +59,14 @@ class HFTextTower(Tower):
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = features["attention_mask"]
         device = mask.device.type
-        if bf16_inference(device):
-            with torch.autocast(device, enabled=False):
-                hidden = run_bf16_copy(self, self.encoder, input_ids=features["input_ids"], attention_mask=mask).last_hidden_state.float()
-        else:
-            if torch.is_grad_enabled():
-                free_bf16_copy(self)  # training: free the inference copy
-            hidden = self.encoder(input_ids=features["input_ids"], attention_mask=mask).last_hidden_state
+        with sdpa_kernel(VARYING_LENGTH_ATTENTION) if device == "cuda" else contextlib.nullcontext():
+            if bf16_inference(device):
+                with torch.autocast(device, enabled=False):
+                    hidden = run_bf16_copy(self, self.encoder, input_ids=features["input_ids"], attention_mask=mask).last_hidden_state.float()
+            else:
+                if torch.is_grad_enabled():
+                    free_bf16_copy(self)  # training: free the inference copy
+                hidden = self.encoder(input_ids=features["input_ids"], attention_mask=mask).last_hidden_state
         return self.pooling(hidden, mask)
 
     def item_cost(self, item: Any) -> int:
