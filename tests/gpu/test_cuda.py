@@ -53,6 +53,15 @@ def test_cuda_encoding_matches_cpu(name, bert):
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
+def test_cuda_bf16_copy_of_a_cnn_keeps_batch_norm():
+    """On CUDA the bf16 inference copy is not BatchNorm-folded (the folded convolutions ran slower on an H100)."""
+    model = finetuner.build_model("timm/resnet18", pretrained=False)
+    finetuner.encode(model, _images(2), device="cuda", precision="bf16")
+    _, copy_ = model.tower().__dict__["_bf16_copy"]
+    assert {p.dtype for p in copy_.parameters()} == {torch.bfloat16}
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in copy_.modules())
+
+
 def test_bf16_training_on_cuda_saves_a_model_the_cpu_loads(bert, tmp_path):
     model = finetuner.fit(bert, topic_pairs(64), output_dir=tmp_path / "run", device="cuda", precision="bf16",
                           epochs=3, batch_size=16, learning_rate=1e-3, verbose=False)
