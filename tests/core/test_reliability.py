@@ -154,9 +154,12 @@ class KeepWeights(Callback):
 def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
     out, seen = tmp_path / "run", KeepWeights()
     common = {"batch_size": 4, "epochs": 2, "learning_rate": 1e-2, "checkpoint_every_steps": 1, "output_dir": out, "verbose": False}
+    model = finetuner.build_model("dummy-text")
     with pytest.raises(finetuner.TrainingError, match=rf"loss became nan at step 5 .*last good checkpoint is in {out / 'checkpoint'}"):
-        finetuner.fit("dummy-text", pairs(), loss=NanAtCall(5), callbacks=[seen], **common)
+        finetuner.fit(model, pairs(), loss=NanAtCall(5), callbacks=[seen], **common)
     assert sorted(seen.after_step) == [1, 2, 3, 4]
+    assert all(torch.equal(v, seen.after_step[4][k]) for k, v in model.state_dict().items())  # the bad step changed nothing
+    assert all(p.grad is None for p in model.parameters())
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 4
     restored = finetuner.build_model("dummy-text")
     assert load_checkpoint(out / "checkpoint", restored, {})["step"] == 4

@@ -323,10 +323,13 @@ class Trainer:
                     embeddings = self._embed(batch)
                 loss = self._loss(embeddings, batch)
                 value = self.dist.mean(loss.detach())  # the global batch's loss, the same on every rank
-                if not torch.isfinite(value):
-                    kept = f"; the last good checkpoint is in {self.out / 'checkpoint'}" if self.out and has_checkpoint(self.out / "checkpoint") else ""
-                    raise TrainingError(f"the loss became {value.item()} at step {state.step + 1} (epoch {state.epoch + 1}); training stopped{kept}. Try a lower learning_rate.")
                 (loss / opts.gradient_accumulation_steps).backward()
+            # Checked after backward is queued, so a GPU never idles between forward and backward; a
+            # non-finite loss still stops training before any weight changes.
+            if not torch.isfinite(value):
+                self.model.zero_grad(set_to_none=True)
+                kept = f"; the last good checkpoint is in {self.out / 'checkpoint'}" if self.out and has_checkpoint(self.out / "checkpoint") else ""
+                raise TrainingError(f"the loss became {value.item()} at step {state.step + 1} (epoch {state.epoch + 1}); training stopped{kept}. Try a lower learning_rate.")
             accumulated += 1
             self.batch_in_epoch += 1
             examples += len(batch.indices)
