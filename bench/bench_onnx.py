@@ -124,7 +124,15 @@ def run(quick: bool = False) -> list[dict]:
 
 
 def _row(name: str, rate: dict[str, float], ours: str, peer: str, target: str, notes: str) -> dict:
-    return {"benchmark": name, "ours": round(rate[ours], 1), "peer": round(rate[peer], 1), "unit": "sent/s", "ratio": round(rate[ours] / rate[peer], 3), "target": target, "notes": notes}
+    return {
+        "benchmark": name,
+        "ours": round(rate[ours], 1),
+        "peer": round(rate[peer], 1),
+        "unit": "sent/s",
+        "ratio": round(rate[ours] / rate[peer], 3),
+        "target": target,
+        "notes": notes,
+    }
 
 
 if __name__ == "__main__":

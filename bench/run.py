@@ -73,7 +73,15 @@ def markdown(report: dict) -> str:
         "|---|---:|---:|---|---:|---|---|",
     ]
     for row in report["results"]:
-        cells = [row.get("benchmark", ""), _fmt(row.get("ours")), _fmt(row.get("peer")), row.get("unit", ""), _fmt(row.get("ratio")), row.get("target", ""), row.get("notes", "")]
+        cells = [
+            row.get("benchmark", ""),
+            _fmt(row.get("ours")),
+            _fmt(row.get("peer")),
+            row.get("unit", ""),
+            _fmt(row.get("ratio")),
+            row.get("target", ""),
+            row.get("notes", ""),
+        ]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -23,7 +23,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
-def spawn(worker: Callable[..., None], world: int, folder: Path, *args: Any, timeout: float = 600.0, backend: str = "gloo") -> None:
+def spawn(
+    worker: Callable[..., None], world: int, folder: Path, *args: Any, timeout: float = 600.0, backend: str = "gloo"
+) -> None:
     """Run ``worker(rank, *args)`` on ``world`` ranks of a ``backend`` group and wait for all of them.
 
     ``worker`` must be a module-level function (it is pickled to the new processes). The

@@ -60,16 +60,25 @@ def test_text_token_axes_are_dynamic(tmp_path):
     """A text tower with [batch, sequence] inputs (like a transformer's input_ids) gets both axes dynamic."""
     model = finetuner.EmbeddingModel({"text": PaddedTokens()})
     export_onnx(model, tmp_path / "onnx")
-    assert graph_inputs(tmp_path / "onnx" / "text.onnx") == {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"]}
-    np.testing.assert_allclose(finetuner.encode(model, TEXTS, backend="onnx"), finetuner.encode(model, TEXTS, precision="fp32"), atol=1e-5)
+    assert graph_inputs(tmp_path / "onnx" / "text.onnx") == {
+        "input_ids": ["batch", "sequence"],
+        "attention_mask": ["batch", "sequence"],
+    }
+    np.testing.assert_allclose(
+        finetuner.encode(model, TEXTS, backend="onnx"), finetuner.encode(model, TEXTS, precision="fp32"), atol=1e-5
+    )
 
 
 def test_two_towers_export_both(tmp_path):
     model = finetuner.build_model("dummy-text+dummy-image", output_dim=8)
     folder = export_onnx(model, tmp_path / "onnx")
     assert sorted(json.loads((folder / "towers.json").read_text())) == ["image", "text"]
-    np.testing.assert_allclose(finetuner.encode(model, images(3), backend="onnx"), finetuner.encode(model, images(3), precision="fp32"), atol=1e-4)
-    np.testing.assert_allclose(finetuner.encode(model, TEXTS, backend="onnx"), finetuner.encode(model, TEXTS, precision="fp32"), atol=1e-4)
+    np.testing.assert_allclose(
+        finetuner.encode(model, images(3), backend="onnx"), finetuner.encode(model, images(3), precision="fp32"), atol=1e-4
+    )
+    np.testing.assert_allclose(
+        finetuner.encode(model, TEXTS, backend="onnx"), finetuner.encode(model, TEXTS, precision="fp32"), atol=1e-4
+    )
 
 
 def test_a_graph_that_does_not_reproduce_torch_fails_loudly_and_writes_nothing(tmp_path):
@@ -95,8 +104,13 @@ def test_encode_command_with_the_onnx_backend(tmp_path):
     finetuner.save(finetuner.build_model("dummy-text"), tmp_path / "model")
     export_onnx(tmp_path / "model")
     (tmp_path / "texts.txt").write_text("\n".join(TEXTS[:4]) + "\n")
-    assert main(["encode", str(tmp_path / "model"), str(tmp_path / "texts.txt"), "-o", str(tmp_path / "e.npy"), "--backend", "onnx"]) == 0
-    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), finetuner.encode(tmp_path / "model", TEXTS[:4], precision="fp32"), atol=1e-5)
+    assert (
+        main(["encode", str(tmp_path / "model"), str(tmp_path / "texts.txt"), "-o", str(tmp_path / "e.npy"), "--backend", "onnx"])
+        == 0
+    )
+    np.testing.assert_allclose(
+        np.load(tmp_path / "e.npy"), finetuner.encode(tmp_path / "model", TEXTS[:4], precision="fp32"), atol=1e-5
+    )
 
 
 def test_minilm_exports_within_1e4_and_int8_stays_close(tmp_path):

@@ -41,7 +41,9 @@ def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def test_text_pairs_train_and_improve(tmp_path):
     pairs = topic_pairs()
-    model = finetuner.fit("dummy-text", pairs[:90], pairs[90:], epochs=3, batch_size=16, learning_rate=5e-2, output_dir=tmp_path, verbose=False)
+    model = finetuner.fit(
+        "dummy-text", pairs[:90], pairs[90:], epochs=3, batch_size=16, learning_rate=5e-2, output_dir=tmp_path, verbose=False
+    )
     losses = [h["loss"] for h in model.history if "loss" in h]
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
     assert model.metrics["after"]["recall@5"] > model.metrics["before"]["recall@5"]
@@ -55,20 +57,41 @@ def test_save_load_encode_round_trip(tmp_path):
     texts = ["alpha question", "", "notes on ohce"]
     loaded = finetuner.load(tmp_path / "model")
     assert loaded.output_dim == 8
-    np.testing.assert_array_equal(finetuner.encode(model, texts, precision="fp32"), finetuner.encode(tmp_path / "model", texts, precision="fp32"))
+    np.testing.assert_array_equal(
+        finetuner.encode(model, texts, precision="fp32"), finetuner.encode(tmp_path / "model", texts, precision="fp32")
+    )
 
 
 def test_labeled_images_with_miner():
     images, labels = coloured_images()
-    model = finetuner.fit("dummy-image", list(zip(images, labels)), list(zip(images, labels)), kind="labeled", miner="MultiSimilarityMiner",
-                          epochs=2, batch_size=16, learning_rate=1e-2, output_dir=None, verbose=False)
+    model = finetuner.fit(
+        "dummy-image",
+        list(zip(images, labels)),
+        list(zip(images, labels)),
+        kind="labeled",
+        miner="MultiSimilarityMiner",
+        epochs=2,
+        batch_size=16,
+        learning_rate=1e-2,
+        output_dir=None,
+        verbose=False,
+    )
     assert model.metrics["after"]["map@r"] >= model.metrics["before"]["map@r"] - 0.05
     assert {"r_precision", "precision@1"} <= set(model.metrics["after"])
 
 
 def test_arcface_gets_its_own_optimizer():
     images, labels = coloured_images(6)
-    model = finetuner.fit("dummy-image", list(zip(images, labels)), kind="labeled", loss="ArcFaceLoss", epochs=1, batch_size=8, output_dir=None, verbose=False)
+    model = finetuner.fit(
+        "dummy-image",
+        list(zip(images, labels)),
+        kind="labeled",
+        loss="ArcFaceLoss",
+        epochs=1,
+        batch_size=8,
+        output_dir=None,
+        verbose=False,
+    )
     assert model.history
 
 
@@ -77,7 +100,16 @@ def test_text_to_image_two_towers(tmp_path):
     captions = [f"a {label} square, picture {i}" for i, label in enumerate(labels)]
     model = finetuner.build_model("dummy-text+dummy-image", output_dim=12)
     scale = model.logit_scale.item()
-    tuned = finetuner.fit(model, list(zip(captions, images)), list(zip(captions, images)), epochs=2, batch_size=8, learning_rate=1e-2, output_dir=tmp_path, verbose=False)
+    tuned = finetuner.fit(
+        model,
+        list(zip(captions, images)),
+        list(zip(captions, images)),
+        epochs=2,
+        batch_size=8,
+        learning_rate=1e-2,
+        output_dir=tmp_path,
+        verbose=False,
+    )
     assert tuned.logit_scale.item() != scale  # the temperature is learned
     assert "t2i/recall@5" in tuned.metrics["after"] and "i2t/recall@5" in tuned.metrics["after"]
     loaded = finetuner.load(tmp_path / "model")
@@ -95,7 +127,16 @@ def test_frozen_backbone_stays_identical_and_uses_the_cache(tmp_path):
     model = finetuner.build_model("dummy-text", output_dim=8, freeze=True)
     backbone = {k: v.clone() for k, v in model.towers.state_dict().items()}
     head = weights(model.projections)
-    finetuner.fit(model, topic_pairs(48), epochs=2, batch_size=8, learning_rate=1e-2, cache_frozen="disk", output_dir=tmp_path, verbose=False)
+    finetuner.fit(
+        model,
+        topic_pairs(48),
+        epochs=2,
+        batch_size=8,
+        learning_rate=1e-2,
+        cache_frozen="disk",
+        output_dir=tmp_path,
+        verbose=False,
+    )
     assert all(torch.equal(v, model.towers.state_dict()[k]) for k, v in backbone.items())
     assert any(not torch.equal(v, model.projections.state_dict()[k]) for k, v in head.items())
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["side-0.npy", "side-1.npy"]
@@ -107,7 +148,10 @@ def test_freezing_everything_without_a_head_is_refused():
 
 
 def test_same_seed_same_weights():
-    runs = [finetuner.fit("dummy-text", topic_pairs(40), epochs=1, batch_size=8, seed=7, output_dir=None, verbose=False) for _ in range(2)]
+    runs = [
+        finetuner.fit("dummy-text", topic_pairs(40), epochs=1, batch_size=8, seed=7, output_dir=None, verbose=False)
+        for _ in range(2)
+    ]
     other = finetuner.fit("dummy-text", topic_pairs(40), epochs=1, batch_size=8, seed=8, output_dir=None, verbose=False)
     first, second, third = (weights(m) for m in (*runs, other))
     assert all(torch.equal(first[k], second[k]) for k in first)
@@ -133,7 +177,15 @@ def test_bad_options_fail_before_training(options, message):
 
 def test_non_finite_loss_names_the_step():
     with pytest.raises(finetuner.TrainingError, match=r"loss became (nan|inf) at step 1"):
-        finetuner.fit("dummy-text", topic_pairs(20), batch_size=4, learning_rate=1e30, loss_options={"scale": float("inf")}, output_dir=None, verbose=False)
+        finetuner.fit(
+            "dummy-text",
+            topic_pairs(20),
+            batch_size=4,
+            learning_rate=1e30,
+            loss_options={"scale": float("inf")},
+            output_dir=None,
+            verbose=False,
+        )
 
 
 def test_cli_fit_from_yaml_config(tmp_path, capsys):

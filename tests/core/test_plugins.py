@@ -135,7 +135,9 @@ def test_duplicate_across_real_entry_points(tmp_path):
     failed = [rows[n] for n in ("clash", "dummy") if rows[n]["status"] == "failed"]
     assert len(failed) == 1  # plugins load in name order: the later one is refused whole
     assert "'dummy'" in failed[0]["error"] and "'clash'" in failed[0]["error"]
-    strict = run_cli("models", env={"PYTHONPATH": str(tmp_path), "FINETUNER_STRICT_PLUGINS": "1", "FINETUNER_DISABLE_PLUGINS": "broken"})
+    strict = run_cli(
+        "models", env={"PYTHONPATH": str(tmp_path), "FINETUNER_STRICT_PLUGINS": "1", "FINETUNER_DISABLE_PLUGINS": "broken"}
+    )
     assert strict.returncode == 1 and "registered by two plugins" in strict.stderr
 
 

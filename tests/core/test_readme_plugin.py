@@ -43,7 +43,9 @@ def install_like_pip(root: Path) -> str:
 def test_readme_plugin_is_listed_and_builds(tmp_path):
     install_like_pip(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "HF_HUB_OFFLINE": "1"}
-    listed = subprocess.run([sys.executable, "-m", "finetuner", "models", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    listed = subprocess.run(
+        [sys.executable, "-m", "finetuner", "models", "--json"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert listed.returncode == 0, listed.stderr
     row = next(r for r in json.loads(listed.stdout) if r["model"] == "my-encoder")
     assert row["plugin"] == "mymodels" and row["output_dim"] == 384

@@ -43,17 +43,43 @@ def disk_full(*args: Any, **kwargs: Any) -> None:
 @pytest.mark.parametrize(
     ("call", "close", "valid"),
     [
-        (lambda: finetuner.fit("dummy-txt2", pairs(), batch_size=4, output_dir=None, verbose=False), "dummy-text", "finetuner models"),
-        (lambda: finetuner.list_models(task="text-to-imag"), "text-to-image", "image-to-image, text-to-image, text-to-text"),
-        (lambda: finetuner.fit("dummy-text", pairs(), batch_size=4, loss="MultipleNegativeRankingLoss", output_dir=None, verbose=False), "MultipleNegativesRankingLoss", "CoSENTLoss"),
         (
-            lambda: finetuner.fit("dummy-text", [(t, i % 3) for i, (t, _) in enumerate(pairs())], kind="labeled", batch_size=6, samples_per_class=2,
-                                  miner="MultiSimilarityMine", output_dir=None, verbose=False),
+            lambda: finetuner.fit("dummy-txt2", pairs(), batch_size=4, output_dir=None, verbose=False),
+            "dummy-text",
+            "finetuner models",
+        ),
+        (lambda: finetuner.list_models(task="text-to-imag"), "text-to-image", "image-to-image, text-to-image, text-to-text"),
+        (
+            lambda: finetuner.fit(
+                "dummy-text", pairs(), batch_size=4, loss="MultipleNegativeRankingLoss", output_dir=None, verbose=False
+            ),
+            "MultipleNegativesRankingLoss",
+            "CoSENTLoss",
+        ),
+        (
+            lambda: finetuner.fit(
+                "dummy-text",
+                [(t, i % 3) for i, (t, _) in enumerate(pairs())],
+                kind="labeled",
+                batch_size=6,
+                samples_per_class=2,
+                miner="MultiSimilarityMine",
+                output_dir=None,
+                verbose=False,
+            ),
             "MultiSimilarityMiner",
             "TripletMarginMiner",
         ),
-        (lambda: finetuner.fit("dummy-text", pairs(), batch_size=4, optimizer="AdamV", output_dir=None, verbose=False), "AdamW", "SGD"),
-        (lambda: finetuner.fit("dummy-text", pairs(), batch_size=4, scheduler="cosin", output_dir=None, verbose=False), "cosine", "constant, cosine, linear"),
+        (
+            lambda: finetuner.fit("dummy-text", pairs(), batch_size=4, optimizer="AdamV", output_dir=None, verbose=False),
+            "AdamW",
+            "SGD",
+        ),
+        (
+            lambda: finetuner.fit("dummy-text", pairs(), batch_size=4, scheduler="cosin", output_dir=None, verbose=False),
+            "cosine",
+            "constant, cosine, linear",
+        ),
     ],
     ids=["model", "task", "loss", "miner", "optimizer", "scheduler"],
 )
@@ -74,7 +100,11 @@ def test_unknown_names_list_close_matches_and_the_valid_names(call, close, valid
         (None, {}, r"data file not found: .*train\.csv"),
         (b"\n\n", {}, r"train\.csv is empty"),
         (b"query,document\nq1,d1\nq2,d2,d3\n", {}, r"train\.csv, line 3: 3 fields, expected 2"),
-        (b"query,document\nq1,d1\n", {"columns": {"query": "question"}}, r"no such column in .*train\.csv; available: 'query', 'document'"),
+        (
+            b"query,document\nq1,d1\n",
+            {"columns": {"query": "question"}},
+            r"no such column in .*train\.csv; available: 'query', 'document'",
+        ),
         (b"a,b,score\nx,y,0.5\nx,z,high\n", {}, r"train\.csv, line 3: score 'high'"),
         (b"query,document\nq1,d1\nq\xff2,d2\n", {}, r"train\.csv, line 3: bytes b'\\xff' are not valid utf-8"),
     ],
@@ -153,9 +183,18 @@ class KeepWeights(Callback):
 
 def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
     out, seen = tmp_path / "run", KeepWeights()
-    common = {"batch_size": 4, "epochs": 2, "learning_rate": 1e-2, "checkpoint_every_steps": 1, "output_dir": out, "verbose": False}
+    common = {
+        "batch_size": 4,
+        "epochs": 2,
+        "learning_rate": 1e-2,
+        "checkpoint_every_steps": 1,
+        "output_dir": out,
+        "verbose": False,
+    }
     model = finetuner.build_model("dummy-text")
-    with pytest.raises(finetuner.TrainingError, match=rf"loss became nan at step 5 .*last good checkpoint is in {out / 'checkpoint'}"):
+    with pytest.raises(
+        finetuner.TrainingError, match=rf"loss became nan at step 5 .*last good checkpoint is in {out / 'checkpoint'}"
+    ):
         finetuner.fit(model, pairs(), loss=NanAtCall(5), callbacks=[seen], **common)
     assert sorted(seen.after_step) == [1, 2, 3, 4]
     assert all(torch.equal(v, seen.after_step[4][k]) for k, v in model.state_dict().items())  # the bad step changed nothing
@@ -279,11 +318,17 @@ def test_hub_folder_with_custom_code_is_never_executed(tmp_path, monkeypatch):
     from transformers import BertConfig, BertModel
 
     folder, marker = tmp_path / "encoder", tmp_path / "custom-code-ran"
-    config = BertConfig(vocab_size=12, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=16, max_position_embeddings=32)
+    config = BertConfig(
+        vocab_size=12, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=16, max_position_embeddings=32
+    )
     BertModel(config).save_pretrained(folder)
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "a", "b", "c", "d", "e"]) + "\n")
+    (folder / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "a", "b", "c", "d", "e"]) + "\n"
+    )
     auto_map = {"AutoConfig": "custom.Config", "AutoModel": "custom.Model", "AutoTokenizer": ["custom.Tokenizer", None]}
-    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "model_max_length": 32, "auto_map": auto_map}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "BertTokenizer", "model_max_length": 32, "auto_map": auto_map})
+    )
     settings = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**settings, "auto_map": auto_map}))
     (folder / "custom.py").write_text(

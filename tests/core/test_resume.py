@@ -60,12 +60,16 @@ class CountSteps(Callback):
 def write_pairs(path: Path, n: int = STEPS_PER_EPOCH * 8) -> Path:
     rng = random.Random(0)
     words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
-    rows = [f"{words[i % 6]} question {rng.randint(0, 999)},notes on {words[i % 6][::-1]} {rng.randint(0, 999)}" for i in range(n)]
+    rows = [
+        f"{words[i % 6]} question {rng.randint(0, 999)},notes on {words[i % 6][::-1]} {rng.randint(0, 999)}" for i in range(n)
+    ]
     path.write_text("query,document\n" + "\n".join(rows) + "\n")
     return path
 
 
-def train(train_data: str, output_dir: str, noisy: bool, checkpoint_every_steps: int | None, delay: float = 0.0, resume: bool = False) -> int:
+def train(
+    train_data: str, output_dir: str, noisy: bool, checkpoint_every_steps: int | None, delay: float = 0.0, resume: bool = False
+) -> int:
     """The run under test (the killed subprocess calls it too, with ``delay`` > 0); returns how many steps it ran."""
     counter = CountSteps(delay)
     finetuner.fit(
@@ -88,7 +92,9 @@ def run_and_kill(tmp_path: Path, train_data: Path, out: Path, noisy: bool, every
         f"train({str(train_data)!r}, {str(out)!r}, {noisy!r}, {every!r}, delay=0.3)"
     )
     log = (tmp_path / "killed-run.log").open("w")
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     state_file = out / "checkpoint" / "state.json"
     deadline = time.monotonic() + 60
     try:
@@ -100,7 +106,9 @@ def run_and_kill(tmp_path: Path, train_data: Path, out: Path, noisy: bool, every
             if progress is not None and until(progress):
                 break
             time.sleep(0.02)
-        assert process.poll() is None, f"the run ended before it could be killed: {(tmp_path / 'killed-run.log').read_text()[-2000:]}"
+        assert process.poll() is None, (
+            f"the run ended before it could be killed: {(tmp_path / 'killed-run.log').read_text()[-2000:]}"
+        )
         os.kill(process.pid, signal.SIGKILL)
     finally:
         if process.poll() is None:

@@ -77,7 +77,18 @@ def test_gpu_script_runs_its_cpu_smoke_path():
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     # encode and forward vs peers, fit() for both models, the loss-check pair, then compile vs eager for all four
-    assert [row["unit"] for row in rows] == ["sent/s", "img/s", "pairs/s", "img/s", "pairs/s", "pairs/s", "sent/s", "img/s", "pairs/s", "img/s"]
+    assert [row["unit"] for row in rows] == [
+        "sent/s",
+        "img/s",
+        "pairs/s",
+        "img/s",
+        "pairs/s",
+        "pairs/s",
+        "sent/s",
+        "img/s",
+        "pairs/s",
+        "img/s",
+    ]
     assert all(row["ours"] > 0 and "cpu smoke" in row["notes"] for row in rows)
     assert all(row["peer"] > 0 for row in rows[:2] + rows[4:])
     assert "| benchmark | ours | peer | unit | ratio |" in done.stdout

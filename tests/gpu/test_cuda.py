@@ -63,8 +63,17 @@ def test_cuda_bf16_copy_of_a_cnn_keeps_batch_norm():
 
 
 def test_bf16_training_on_cuda_saves_a_model_the_cpu_loads(bert, tmp_path):
-    model = finetuner.fit(bert, topic_pairs(64), output_dir=tmp_path / "run", device="cuda", precision="bf16",
-                          epochs=3, batch_size=16, learning_rate=1e-3, verbose=False)
+    model = finetuner.fit(
+        bert,
+        topic_pairs(64),
+        output_dir=tmp_path / "run",
+        device="cuda",
+        precision="bf16",
+        epochs=3,
+        batch_size=16,
+        learning_rate=1e-3,
+        verbose=False,
+    )
     losses = [h["loss"] for h in model.history if "loss" in h]
     assert len(losses) == 12 and np.isfinite(losses).all()
     assert np.mean(losses[-4:]) < np.mean(losses[:4])
@@ -85,8 +94,17 @@ def test_compile_on_cuda_gives_the_eager_embeddings(name, bert):
 
 
 def test_compiled_bf16_training_on_cuda(bert):
-    model = finetuner.fit(bert, topic_pairs(32), output_dir=None, device="cuda", precision="bf16", compile=True,
-                          epochs=1, batch_size=8, verbose=False)
+    model = finetuner.fit(
+        bert,
+        topic_pairs(32),
+        output_dir=None,
+        device="cuda",
+        precision="bf16",
+        compile=True,
+        epochs=1,
+        batch_size=8,
+        verbose=False,
+    )
     losses = [h["loss"] for h in model.history if "loss" in h]
     assert len(losses) == 4 and np.isfinite(losses).all()
     assert "forward" not in vars(model.tower())  # the plain forward is back after fit
@@ -95,10 +113,19 @@ def test_compiled_bf16_training_on_cuda(bert):
 def _nccl_worker(rank: int, bert: str, out: str) -> None:
     import torch.distributed as dist
 
-    model = finetuner.fit(bert, topic_pairs(32), output_dir=Path(out) / "run", device="cuda", precision="bf16",
-                          epochs=1, batch_size=8, verbose=False)
-    torch.save({"backend": dist.get_backend(), "losses": [h["loss"] for h in model.history if "loss" in h]},
-               Path(out) / "result.pt")
+    model = finetuner.fit(
+        bert,
+        topic_pairs(32),
+        output_dir=Path(out) / "run",
+        device="cuda",
+        precision="bf16",
+        epochs=1,
+        batch_size=8,
+        verbose=False,
+    )
+    torch.save(
+        {"backend": dist.get_backend(), "losses": [h["loss"] for h in model.history if "loss" in h]}, Path(out) / "result.pt"
+    )
 
 
 def test_ddp_path_on_nccl(bert, tmp_path):

@@ -127,7 +127,9 @@ def test_unknown_timm_name_suggests_close_names() -> None:
 
 
 def test_timm_models_without_a_pooled_output_are_refused_clearly() -> None:
-    with pytest.raises(finetuner.PluginError, match=r"timm/mobilenetv5_300m_enc is not supported: .* returns \[1, 2048, 16, 16\]"):
+    with pytest.raises(
+        finetuner.PluginError, match=r"timm/mobilenetv5_300m_enc is not supported: .* returns \[1, 2048, 16, 16\]"
+    ):
         finetuner.get_spec("timm/mobilenetv5_300m_enc")
 
 

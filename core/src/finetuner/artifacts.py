@@ -24,7 +24,9 @@ FORMAT_VERSION = 1
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 
 
-def save(model: Any, directory: str | Path, *, metrics: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+def save(
+    model: Any, directory: str | Path, *, metrics: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+) -> Path:
     """Write ``model`` to ``directory`` atomically: a crash leaves any previous artifact there intact."""
     from safetensors.torch import save_model
 
@@ -115,14 +117,18 @@ def load(directory: str | Path) -> Any:
     config = read_config(directory)
     pickles = [p for p in directory.rglob("*") if p.suffix in PICKLE_SUFFIXES]
     if pickles:
-        raise ArtifactError(f"refusing to load {directory}: it carries pickle files ({pickles[0].name}); artifacts hold safetensors and JSON only")
+        raise ArtifactError(
+            f"refusing to load {directory}: it carries pickle files ({pickles[0].name}); artifacts hold safetensors and JSON only"
+        )
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise ArtifactError(f"{directory} has no {WEIGHTS_FILE}")
     towers: dict[str, Any] = {}
     sources = []
     for source in config["sources"]:
-        built, _, record = build_towers(source["name"], pretrained=False, local_dir=str(directory / source["files"]), **source["options"])
+        built, _, record = build_towers(
+            source["name"], pretrained=False, local_dir=str(directory / source["files"]), **source["options"]
+        )
         towers.update(built)
         sources.append(record)
     model = EmbeddingModel(

@@ -15,7 +15,9 @@ COMMANDS = ("models", "plugins", "fit", "encode", "evaluate", "export", "report"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="finetuner", description="Fine-tune pretrained backbones into embedding models for search.")
+    parser = argparse.ArgumentParser(
+        prog="finetuner", description="Fine-tune pretrained backbones into embedding models for search."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:

@@ -45,7 +45,17 @@ def encode(
         from finetuner.artifacts import load
 
         model = load(model)
-    return _run(model, items, model.output_dim, lambda tower, features, name: model(features, name), batch_size, modality, precision, device, compile)
+    return _run(
+        model,
+        items,
+        model.output_dim,
+        lambda tower, features, name: model(features, name),
+        batch_size,
+        modality,
+        precision,
+        device,
+        compile,
+    )
 
 
 def embed_backbone(
@@ -60,7 +70,9 @@ def embed_backbone(
 ) -> np.ndarray:
     """The tower's output before projection and normalisation (what a frozen backbone always gives)."""
     dim = model.tower(modality).output_dim
-    return _run(model, items, dim, lambda tower, features, name: tower(features), batch_size, modality, precision, device, compile)
+    return _run(
+        model, items, dim, lambda tower, features, name: tower(features), batch_size, modality, precision, device, compile
+    )
 
 
 def _run(

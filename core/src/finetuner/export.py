@@ -42,7 +42,11 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 QUANTIZATIONS = ("int8",)
 # Traced with one batch, checked with another of other sizes: a shape baked into the graph fails the check.
 TRACE_TEXTS = ["a short text", "a longer sentence, with punctuation and a few more words in it"]
-CHECK_TEXTS = ["x", "three words here", "a third text, longer than anything in the traced batch, so its token axis must be dynamic"]
+CHECK_TEXTS = [
+    "x",
+    "three words here",
+    "a third text, longer than anything in the traced batch, so its token axis must be dynamic",
+]
 
 Forward = Callable[[Any, dict[str, torch.Tensor], str], torch.Tensor]
 
@@ -101,7 +105,9 @@ def _require_onnxruntime() -> None:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError as exc:
-        raise FinetunerError(f"ONNX export and the onnx backends need onnx and onnxruntime: pip install 'finetuner-core[onnx]' ({exc})") from exc
+        raise FinetunerError(
+            f"ONNX export and the onnx backends need onnx and onnxruntime: pip install 'finetuner-core[onnx]' ({exc})"
+        ) from exc
 
 
 def _samples(modality: str) -> tuple[list[Any], list[Any]]:
@@ -132,7 +138,9 @@ def _features(tower: Any, items: list[Any], modality: str) -> dict[str, torch.Te
     features = tower.preprocess(items)
     wrong = [k for k, v in features.items() if not isinstance(v, torch.Tensor)]
     if wrong:
-        raise ExportError(f"the {modality} tower's preprocess() returns non-tensor values for {wrong}; ONNX inputs must be tensors")
+        raise ExportError(
+            f"the {modality} tower's preprocess() returns non-tensor values for {wrong}; ONNX inputs must be tensors"
+        )
     return features
 
 
@@ -163,7 +171,14 @@ def _export_tower(model: EmbeddingModel, modality: str, folder: Path, quantize: 
             f"the ONNX graph of the {modality} tower differs from torch by {difference:.2e} (more than {TOLERANCE:g}) "
             f"on a check batch of other shapes than the traced one; nothing was written"
         )
-    entry = {"file": path.name, "inputs": names, "output": OUTPUT, "dim": model.output_dim, "opset": OPSET, "max_abs_diff": difference}
+    entry = {
+        "file": path.name,
+        "inputs": names,
+        "output": OUTPUT,
+        "dim": model.output_dim,
+        "opset": OPSET,
+        "max_abs_diff": difference,
+    }
     if quantize == "int8":
         entry["int8"] = _quantize(path, check, names, expected)
     return entry
@@ -204,7 +219,9 @@ def _session(path: Path, device: torch.device | None = None) -> Any:
     return onnxruntime.InferenceSession(str(path), options, providers=providers)
 
 
-def onnx_forward(model: EmbeddingModel | str | Path, backend: str, device: str | torch.device = "auto") -> tuple[EmbeddingModel, Forward]:
+def onnx_forward(
+    model: EmbeddingModel | str | Path, backend: str, device: str | torch.device = "auto"
+) -> tuple[EmbeddingModel, Forward]:
     """The model (for its preprocessing) and a forward that runs its ONNX graphs, for :func:`finetuner.encode`.
 
     ``model`` is an artifact directory exported with :func:`export_onnx` or an in-memory model,
@@ -224,7 +241,9 @@ def onnx_forward(model: EmbeddingModel | str | Path, backend: str, device: str |
 
     folder = Path(model) / ONNX_DIR
     if not (folder / INDEX_FILE).is_file():
-        raise ArtifactError(f"{model} has no ONNX export ({folder / INDEX_FILE}): run `finetuner export --onnx {model}{' --quantize int8' if int8 else ''}`")
+        raise ArtifactError(
+            f"{model} has no ONNX export ({folder / INDEX_FILE}): run `finetuner export --onnx {model}{' --quantize int8' if int8 else ''}`"
+        )
     return load(model), _forward(folder, int8, target)
 
 

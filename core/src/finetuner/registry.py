@@ -109,5 +109,10 @@ def get_spec(name: str, local_dir: str | None = None) -> BackboneSpec:
     manager = get_manager()
     spec = manager.registry.get(name) or manager.resolve(name, local_dir)
     if spec is None:
-        raise UnknownNameError("model", name, manager.registry.names(), hint=INSTALL_HINT if not manager.registry.specs() else "Run `finetuner models` to see them all.")
+        raise UnknownNameError(
+            "model",
+            name,
+            manager.registry.names(),
+            hint=INSTALL_HINT if not manager.registry.specs() else "Run `finetuner models` to see them all.",
+        )
     return spec

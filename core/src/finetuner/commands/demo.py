@@ -14,7 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "demos:\n" + describe()
     parser.add_argument("--task", choices=list(DEMOS), default="text-to-text", help="which demo (default: text-to-text)")
-    parser.add_argument("--output-dir", default="finetuner-demo", help="where the artifact and report go (default: finetuner-demo)")
+    parser.add_argument(
+        "--output-dir", default="finetuner-demo", help="where the artifact and report go (default: finetuner-demo)"
+    )
     parser.add_argument("--epochs", type=int, help="override the demo's number of epochs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -23,11 +23,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="artifact directory or backbone name")
     parser.add_argument("input", type=Path, help="text file (one item per line) or image folder")
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the .npy embeddings")
-    parser.add_argument("--modality", choices=("text", "image"), help="the tower to use (two-tower models; default: text for a file, image for a folder)")
+    parser.add_argument(
+        "--modality",
+        choices=("text", "image"),
+        help="the tower to use (two-tower models; default: text for a file, image for a folder)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="torch, or onnxruntime on an artifact exported with `finetuner export --onnx` (onnx-int8: its quantised graphs)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="torch, or onnxruntime on an artifact exported with `finetuner export --onnx` (onnx-int8: its quantised graphs)",
+    )
 
 
 def read_items(path: Path) -> tuple[list, str]:
@@ -66,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     elif source.is_dir():  # onnxruntime reads the artifact's exported graphs
         model, towers = source, sum(len(s["modalities"]) for s in read_config(source)["sources"])
     else:
-        raise DataError(f"--backend {args.backend} needs an artifact directory exported with `finetuner export --onnx`, not {args.model!r}")
+        raise DataError(
+            f"--backend {args.backend} needs an artifact directory exported with `finetuner export --onnx`, not {args.model!r}"
+        )
     modality = args.modality or (suggested if towers > 1 else None)
     options = {"batch_size": args.batch_size, "modality": modality, "precision": args.precision, "backend": args.backend}
     embeddings = encode_sharded(model, items, device=args.device, **options)

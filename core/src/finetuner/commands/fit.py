@@ -47,8 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML file of fit() options")
     for flag, (kind, text) in FLAGS.items():
         parser.add_argument(f"--{flag}", type=kind, help=text)
-    parser.add_argument("--freeze", action="store_true", default=None, help="freeze the backbone, train only the head (needs --output-dim)")
-    parser.add_argument("--resume", action="store_true", default=None, help="continue from the last checkpoint in the output directory")
+    parser.add_argument(
+        "--freeze", action="store_true", default=None, help="freeze the backbone, train only the head (needs --output-dim)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", default=None, help="continue from the last checkpoint in the output directory"
+    )
     parser.add_argument("--compile", action="store_true", default=None, help="run the towers through torch.compile")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

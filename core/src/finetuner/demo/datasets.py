@@ -54,7 +54,10 @@ def stdlib_docstring_pairs() -> list[tuple[str, str]]:
                 if inspect.isclass(obj) and obj.__module__ == module.__name__:
                     members += [m for _, m in sorted(vars(obj).items()) if inspect.isfunction(m)]
                 for member in members:
-                    if not (inspect.isfunction(member) or inspect.isclass(member)) or getattr(member, "__module__", None) != module.__name__:
+                    if (
+                        not (inspect.isfunction(member) or inspect.isclass(member))
+                        or getattr(member, "__module__", None) != module.__name__
+                    ):
                         continue
                     doc = member.__doc__
                     split = _split_docstring(doc) if isinstance(doc, str) else None

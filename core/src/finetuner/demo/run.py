@@ -34,7 +34,14 @@ DEMOS = {
         data="scikit-learn's bundled handwritten digits (1,797 8x8 images, 10 classes): 1,200 to train, "
         "597 held out, each held-out image querying the others",
         build_options={"pretrained": False, "image_size": 48, "output_dim": 64},
-        fit_options={"epochs": 3, "batch_size": 64, "samples_per_class": 8, "learning_rate": 1e-3, "loss": "TripletMarginLoss", "miner": "MultiSimilarityMiner"},
+        fit_options={
+            "epochs": 3,
+            "batch_size": 64,
+            "samples_per_class": 8,
+            "learning_rate": 1e-3,
+            "loss": "TripletMarginLoss",
+            "miner": "MultiSimilarityMiner",
+        },
     ),
     "text-to-image": Demo(
         task="text-to-image",

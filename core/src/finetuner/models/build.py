@@ -15,9 +15,7 @@ from finetuner.registry import get_spec
 WEIGHT_OPTIONS = ("pretrained", "weights", "local_dir")
 
 
-def build_towers(
-    name: str, *, pretrained: bool = True, **options: Any
-) -> tuple[dict[str, Tower], float | None, dict[str, Any]]:
+def build_towers(name: str, *, pretrained: bool = True, **options: Any) -> tuple[dict[str, Tower], float | None, dict[str, Any]]:
     """Build one backbone: its towers, its initial logit scale (two-tower backbones) and its source record."""
     local_dir = options.get("local_dir")
     spec = get_spec(name, str(local_dir) if local_dir is not None else None)
@@ -76,7 +74,9 @@ def build_model(
     (True) or the named ones (``"image"``).
     """
     if "+" in name and get_spec_or_none(name) is None:
-        return build_two_tower(*name.split("+", 1), output_dim=output_dim, normalize=normalize, freeze=freeze, pretrained=pretrained, **options)
+        return build_two_tower(
+            *name.split("+", 1), output_dim=output_dim, normalize=normalize, freeze=freeze, pretrained=pretrained, **options
+        )
     towers, logit_scale, source = build_towers(name, pretrained=pretrained, **options)
     model = EmbeddingModel(towers, sources=[source], output_dim=output_dim, normalize=normalize, logit_scale=logit_scale)
     model.freeze(freeze)

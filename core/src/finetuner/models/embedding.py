@@ -40,7 +40,9 @@ class EmbeddingModel(nn.Module):
             raise ValueError(f"towers have different dimensions {dims}: pass output_dim= to project them into one space")
         self.projections = nn.ModuleDict({m: nn.Linear(d, output_dim) for m, d in dims.items()}) if output_dim else None
         if len(towers) > 1:
-            self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale if logit_scale is not None else CLIP_INITIAL_LOGIT_SCALE)))
+            self.logit_scale = nn.Parameter(
+                torch.tensor(float(logit_scale if logit_scale is not None else CLIP_INITIAL_LOGIT_SCALE))
+            )
         else:
             self.logit_scale = None
 

@@ -58,7 +58,9 @@ def item_key(item: Any) -> Any:
 class Collator:
     """Preprocesses a batch of dataset indices with each side's tower (picklable for DataLoader workers)."""
 
-    def __init__(self, model: EmbeddingModel, sides: list[Side], label_ids: list[int] | None, scores: list[float] | None, cached: bool) -> None:
+    def __init__(
+        self, model: EmbeddingModel, sides: list[Side], label_ids: list[int] | None, scores: list[float] | None, cached: bool
+    ) -> None:
         self.towers = {side.modality: model.tower(side.modality) for side in sides}
         self.sides = sides
         self.label_ids = label_ids

@@ -194,4 +194,3 @@ def encode_sharded(
     part = shard(len(items), context.rank, context.world_size)
     local = encode(model, list(items[part.start : part.stop]), device=context.device, **options)
     return context.gather_rows(local, to_all=all_ranks)
-

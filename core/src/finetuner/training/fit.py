@@ -65,7 +65,9 @@ class FitOptions:
         if not isinstance(self.batch_size, int) or self.batch_size < 2:
             raise TrainingError(f"batch_size must be an integer of at least 2, got {self.batch_size!r}")
         if self.batch_size > train_size:
-            raise TrainingError(f"batch_size {self.batch_size} is larger than the training data ({train_size} examples); lower batch_size")
+            raise TrainingError(
+                f"batch_size {self.batch_size} is larger than the training data ({train_size} examples); lower batch_size"
+            )
         if self.gradient_accumulation_steps < 1:
             raise TrainingError(f"gradient_accumulation_steps must be at least 1, got {self.gradient_accumulation_steps}")
         if not isinstance(self.compile, bool):
@@ -114,7 +116,22 @@ def fit(
     if unknown:
         from finetuner.errors import UnknownNameError
 
-        raise UnknownNameError("fit() option", sorted(unknown)[0], [*FitOptions.__dataclass_fields__, "output_dir", "kind", "eval_kind", "columns", "freeze", "output_dim", "pretrained", "callbacks", "resume"])
+        raise UnknownNameError(
+            "fit() option",
+            sorted(unknown)[0],
+            [
+                *FitOptions.__dataclass_fields__,
+                "output_dir",
+                "kind",
+                "eval_kind",
+                "columns",
+                "freeze",
+                "output_dim",
+                "pretrained",
+                "callbacks",
+                "resume",
+            ],
+        )
     opts = FitOptions(**options)
     dist = DistributedContext.setup(opts.device)  # first, so ranks other than 0 log nothing from here on
     train = load_data(train_data, kind=kind, columns=columns)
@@ -126,7 +143,9 @@ def fit(
 
         model = build_model(model, output_dim=output_dim, freeze=freeze, pretrained=pretrained)
     elif output_dim is not None or freeze:
-        raise TrainingError("output_dim= and freeze= apply when fit() builds the model by name; on a built model use EmbeddingModel(..., output_dim=) and model.freeze()")
+        raise TrainingError(
+            "output_dim= and freeze= apply when fit() builds the model by name; on a built model use EmbeddingModel(..., output_dim=) and model.freeze()"
+        )
     if not any(p.requires_grad for p in model.parameters()):
         raise TrainingError("every parameter is frozen, so there is nothing to train: pass output_dim= to add a projection head")
     out = Path(output_dir) if output_dir is not None else None
@@ -151,7 +170,12 @@ def fit(
         from finetuner.artifacts import save
         from finetuner.reporting import write_report
 
-        save(model, out / "model", metrics=metrics, extra={"training": _training_record(opts, train, trainer), "examples": model.examples})
+        save(
+            model,
+            out / "model",
+            metrics=metrics,
+            extra={"training": _training_record(opts, train, trainer), "examples": model.examples},
+        )
         logger.info("artifact written to %s", out / "model")
         report = write_report(out / "model")
         if opts.verbose:
@@ -162,7 +186,14 @@ def fit(
 
 def _training_record(opts: FitOptions, train: Any, trainer: Trainer) -> dict[str, Any]:
     record = {k: v for k, v in asdict(opts).items() if k not in ("loss",)}
-    record.update(loss=trainer.loss_name, data_kind=train.kind, data_source=train.source, examples=len(train), steps=trainer.state.step, history=trainer.state.history)
+    record.update(
+        loss=trainer.loss_name,
+        data_kind=train.kind,
+        data_source=train.source,
+        examples=len(train),
+        steps=trainer.state.step,
+        history=trainer.state.history,
+    )
     record["stopped_early"] = trainer.stopped_early
     return record
 
@@ -183,17 +214,38 @@ def _seed_everything(seed: int) -> None:
 class Trainer:
     """The training loop behind :func:`fit`."""
 
-    def __init__(self, model: EmbeddingModel, train: Any, evaluation: Any, opts: FitOptions, callbacks: list[Callback], out: Path | None, dist: Any) -> None:
+    def __init__(
+        self,
+        model: EmbeddingModel,
+        train: Any,
+        evaluation: Any,
+        opts: FitOptions,
+        callbacks: list[Callback],
+        out: Path | None,
+        dist: Any,
+    ) -> None:
         from finetuner.evaluation.examples import select_examples
         from finetuner.losses import build_loss, default_loss
 
-        self.model, self.train_data, self.eval_data, self.opts, self.callbacks, self.out, self.dist = model, train, evaluation, opts, callbacks, out, dist
+        self.model, self.train_data, self.eval_data, self.opts, self.callbacks, self.out, self.dist = (
+            model,
+            train,
+            evaluation,
+            opts,
+            callbacks,
+            out,
+            dist,
+        )
         self.device = dist.device
         self.dtype = resolve_precision(opts.precision, self.device)
         self.sides = sides_of(train, model)
         self.label_names = sorted(set(train.labels)) if train.kind == "labeled" else None
         label_ids = [self.label_names.index(x) for x in train.labels] if self.label_names else None
-        self.loss_name = opts.loss if isinstance(opts.loss, str) else (type(opts.loss).__name__ if opts.loss is not None else default_loss(train.kind, model.task))
+        self.loss_name = (
+            opts.loss
+            if isinstance(opts.loss, str)
+            else (type(opts.loss).__name__ if opts.loss is not None else default_loss(train.kind, model.task))
+        )
         self.loss = build_loss(
             opts.loss if opts.loss is not None else self.loss_name,
             kind=train.kind,
@@ -212,8 +264,16 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.sampler) / opts.gradient_accumulation_steps)
         total = self.steps_per_epoch * opts.epochs
         trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(opts.optimizer, trainable, learning_rate=opts.learning_rate, weight_decay=opts.weight_decay, **_fused_by_default(opts.optimizer, opts.optimizer_options))
-        self.scheduler = build_scheduler(opts.scheduler, self.optimizer, total_steps=total, warmup_steps=int(total * opts.warmup_ratio))
+        self.optimizer = build_optimizer(
+            opts.optimizer,
+            trainable,
+            learning_rate=opts.learning_rate,
+            weight_decay=opts.weight_decay,
+            **_fused_by_default(opts.optimizer, opts.optimizer_options),
+        )
+        self.scheduler = build_scheduler(
+            opts.scheduler, self.optimizer, total_steps=total, warmup_steps=int(total * opts.warmup_ratio)
+        )
         self.loss_optimizer = None
         if self.loss.needs_optimizer:
             lr = opts.loss_learning_rate or opts.learning_rate * self.loss.lr_multiplier
@@ -238,14 +298,21 @@ class Trainer:
 
         opts, rank, world = self.opts, self.dist.rank, self.dist.world_size
         if self.train_data.kind == "labeled":
-            return ClassBalancedBatchSampler(self.train_data.labels, opts.batch_size, m=opts.samples_per_class, seed=opts.seed, rank=rank, world_size=world)
+            return ClassBalancedBatchSampler(
+                self.train_data.labels, opts.batch_size, m=opts.samples_per_class, seed=opts.seed, rank=rank, world_size=world
+            )
         if self.train_data.kind == "pairs":
             keys = [(item_key(q), item_key(d)) for q, d in zip(self.sides[0].items, self.sides[1].items)]
             return NoDuplicatesBatchSampler(keys, opts.batch_size, seed=opts.seed, rank=rank, world_size=world)
         return ShuffledBatchSampler(len(self.train_data), opts.batch_size, seed=opts.seed, rank=rank, world_size=world)
 
     def _stateful(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer, "scheduler": self.scheduler, "loss_optimizer": self.loss_optimizer, "loss": self.loss}
+        return {
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "loss_optimizer": self.loss_optimizer,
+            "loss": self.loss,
+        }
 
     def resume(self) -> None:
         checkpoint = self.out / "checkpoint" if self.out else None
@@ -253,7 +320,9 @@ class Trainer:
             logger.info("resume: no checkpoint in %s, starting from the beginning", checkpoint)
             return
         if not has_checkpoint(checkpoint):
-            raise TrainingError(f"rank {self.dist.rank} cannot read the checkpoint rank 0 found in {checkpoint}: with several machines, output_dir must be on a shared filesystem")
+            raise TrainingError(
+                f"rank {self.dist.rank} cannot read the checkpoint rank 0 found in {checkpoint}: with several machines, output_dir must be on a shared filesystem"
+            )
         progress = load_checkpoint(checkpoint, self.model, self._stateful())
         self.state.epoch, self.state.step, self.batch_in_epoch = progress["epoch"], progress["step"], progress["batch_in_epoch"]
         self.state.history, self.before = progress["history"], progress.get("before")
@@ -263,7 +332,14 @@ class Trainer:
     def _checkpoint(self) -> None:
         if self.out is None or not self.dist.is_main:
             return
-        progress = {"epoch": self.state.epoch, "step": self.state.step, "batch_in_epoch": self.batch_in_epoch, "history": self.state.history, "before": self.before, "examples_before": self.examples_before}
+        progress = {
+            "epoch": self.state.epoch,
+            "step": self.state.step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "history": self.state.history,
+            "before": self.before,
+            "examples_before": self.examples_before,
+        }
         save_checkpoint(self.out / "checkpoint", self.model, self._stateful(), progress)
 
     def _notify(self, hook: str) -> None:
@@ -290,7 +366,13 @@ class Trainer:
             # A generator of its own: a DataLoader otherwise draws its worker seed from the global RNG,
             # so a run resumed mid-epoch would draw at a point the uninterrupted run did not.
             workers_seed = torch.Generator().manual_seed(opts.seed + epoch)
-            loader = torch.utils.data.DataLoader(IndexDataset(len(self.train_data)), batch_sampler=batches, collate_fn=self.collator, num_workers=opts.num_workers, generator=workers_seed)
+            loader = torch.utils.data.DataLoader(
+                IndexDataset(len(self.train_data)),
+                batch_sampler=batches,
+                collate_fn=self.collator,
+                num_workers=opts.num_workers,
+                generator=workers_seed,
+            )
             bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not show, leave=False, total=len(batches))
             self._train_epoch(bar)
             if state.stop:
@@ -304,7 +386,11 @@ class Trainer:
             if state.stop:
                 break
         if state.stop and state.step < state.total_steps:
-            self.stopped_early = {"step": state.step, "epoch": state.epoch, "reason": state.stop_reason or "a callback set state.stop"}
+            self.stopped_early = {
+                "step": state.step,
+                "epoch": state.epoch,
+                "reason": state.stop_reason or "a callback set state.stop",
+            }
             logger.info("training stopped at step %d of %d: %s", state.step, state.total_steps, self.stopped_early["reason"])
         if self.eval_data is not None:
             self.after = self._final_evaluation()
@@ -328,8 +414,14 @@ class Trainer:
             # non-finite loss still stops training before any weight changes.
             if not torch.isfinite(value):
                 self.model.zero_grad(set_to_none=True)
-                kept = f"; the last good checkpoint is in {self.out / 'checkpoint'}" if self.out and has_checkpoint(self.out / "checkpoint") else ""
-                raise TrainingError(f"the loss became {value.item()} at step {state.step + 1} (epoch {state.epoch + 1}); training stopped{kept}. Try a lower learning_rate.")
+                kept = (
+                    f"; the last good checkpoint is in {self.out / 'checkpoint'}"
+                    if self.out and has_checkpoint(self.out / "checkpoint")
+                    else ""
+                )
+                raise TrainingError(
+                    f"the loss became {value.item()} at step {state.step + 1} (epoch {state.epoch + 1}); training stopped{kept}. Try a lower learning_rate."
+                )
             accumulated += 1
             self.batch_in_epoch += 1
             examples += len(batch.indices)
@@ -343,7 +435,9 @@ class Trainer:
             state.history.append({"step": state.step, "epoch": state.epoch, "loss": state.loss})
             bar.set_postfix(loss=f"{state.loss:.4f}", ex_per_s=f"{examples / (time.perf_counter() - started):.1f}")
             self._notify("on_step_end")
-            if opts.eval_every_steps and state.step % opts.eval_every_steps == 0 and state.step < state.total_steps:  # the last step gets the final evaluation
+            if (
+                opts.eval_every_steps and state.step % opts.eval_every_steps == 0 and state.step < state.total_steps
+            ):  # the last step gets the final evaluation
                 self._periodic_evaluation()
             if opts.checkpoint_every_steps and state.step % opts.checkpoint_every_steps == 0:
                 self._checkpoint()
@@ -353,7 +447,10 @@ class Trainer:
     def _embed(self, batch: Batch) -> list[torch.Tensor]:
         if self.cache is not None:
             rows = np.asarray(batch.indices)
-            parts = [(torch.from_numpy(cache[rows]).to(self.device), side.modality) for cache, side in zip(self.cache, self.sides, strict=True)]
+            parts = [
+                (torch.from_numpy(cache[rows]).to(self.device), side.modality)
+                for cache, side in zip(self.cache, self.sides, strict=True)
+            ]
         else:
             parts = [(move(f, self.device), side.modality) for f, side in zip(batch.features, self.sides, strict=True)]
         return self.step_module(parts)
@@ -387,7 +484,14 @@ class Trainer:
         caches = []
         for number, side in enumerate(self.sides):
             part = shard(len(side.items), self.dist.rank, self.dist.world_size)  # each rank embeds a shard, then all share
-            local = embed_backbone(self.model, side.items[part.start : part.stop], modality=side.modality, batch_size=max(self.opts.batch_size, 64), precision=self.opts.precision, device=self.device)
+            local = embed_backbone(
+                self.model,
+                side.items[part.start : part.stop],
+                modality=side.modality,
+                batch_size=max(self.opts.batch_size, 64),
+                precision=self.opts.precision,
+                device=self.device,
+            )
             cached = self.dist.gather_rows(local, to_all=True)
             if self.opts.cache_frozen == "disk" and self.out is not None:
                 path = self.out / "cache" / f"side-{number}.npy"
@@ -405,7 +509,14 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         from finetuner.evaluation import evaluate
 
-        metrics = evaluate(self.model, self.eval_data, k=tuple(self.opts.eval_k), precision=self.opts.precision, device=self.device, compile=self.opts.compile)
+        metrics = evaluate(
+            self.model,
+            self.eval_data,
+            k=tuple(self.opts.eval_k),
+            precision=self.opts.precision,
+            device=self.device,
+            compile=self.opts.compile,
+        )
         return self.dist.broadcast(metrics)  # every rank evaluates the whole set; rank 0's numbers count everywhere
 
     def evaluate_before(self) -> None:
@@ -436,7 +547,9 @@ class Trainer:
         if self.eval_data is None:
             raise TrainingError("eval_every_steps/eval_every_epochs need eval_data")
         self.state.metrics = self.evaluate()
-        self.state.history.append({"step": self.state.step, "epoch": self.state.epoch, **{f"eval/{k}": v for k, v in self.state.metrics.items()}})
+        self.state.history.append(
+            {"step": self.state.step, "epoch": self.state.epoch, **{f"eval/{k}": v for k, v in self.state.metrics.items()}}
+        )
         self._notify("on_evaluate")
 
 

@@ -14,10 +14,16 @@ SCHEDULERS = ("linear", "cosine", "constant")
 
 
 def optimizer_names() -> list[str]:
-    return [n for n, c in vars(torch.optim).items() if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer]
+    return [
+        n
+        for n, c in vars(torch.optim).items()
+        if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer
+    ]
 
 
-def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], *, learning_rate: float, weight_decay: float, **options: Any) -> torch.optim.Optimizer:
+def build_optimizer(
+    name: str, params: Iterable[torch.nn.Parameter], *, learning_rate: float, weight_decay: float, **options: Any
+) -> torch.optim.Optimizer:
     """``torch.optim.<name>`` looked up case-insensitively (AdamW, SGD, Adam, ...).
 
     Weight decay applies to matrices and filters only: biases, normalisation weights and
@@ -36,7 +42,9 @@ def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], *, learning
     return cls([g for g in groups if g["params"]], lr=learning_rate, **options)
 
 
-def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    name: str, optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup, then linear decay to 0 (``linear``), cosine decay (``cosine``) or a flat rate (``constant``)."""
     if name not in SCHEDULERS:
         raise UnknownNameError("scheduler", name, SCHEDULERS)

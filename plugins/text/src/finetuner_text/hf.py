@@ -62,7 +62,9 @@ class HFTextTower(Tower):
         with sdpa_kernel(VARYING_LENGTH_ATTENTION) if device == "cuda" else contextlib.nullcontext():
             if bf16_inference(device):
                 with torch.autocast(device, enabled=False):
-                    hidden = run_bf16_copy(self, self.encoder, input_ids=features["input_ids"], attention_mask=mask).last_hidden_state.float()
+                    hidden = run_bf16_copy(
+                        self, self.encoder, input_ids=features["input_ids"], attention_mask=mask
+                    ).last_hidden_state.float()
             else:
                 if torch.is_grad_enabled():
                     free_bf16_copy(self)  # training: free the inference copy
@@ -73,7 +75,9 @@ class HFTextTower(Tower):
         """The token count up to ``max_length``: sorting by it leaves far less padding than sorting by characters."""
         if not isinstance(item, str):
             return 0
-        tokens = self.tokenizer(item, truncation=True, max_length=self.max_length, add_special_tokens=False, return_attention_mask=False)
+        tokens = self.tokenizer(
+            item, truncation=True, max_length=self.max_length, add_special_tokens=False, return_attention_mask=False
+        )
         return len(tokens["input_ids"])
 
     def save_files(self, directory: Path) -> None:

@@ -54,7 +54,12 @@ class ImageTower(Tower):
         if channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         if bf16_inference(pixels.device.type):
-            out = run_bf16_copy(self, self.backbone, pixels.to(torch.bfloat16), prepare=_copy_preparation(channels_last, fold=pixels.device.type == "cpu")).float()
+            out = run_bf16_copy(
+                self,
+                self.backbone,
+                pixels.to(torch.bfloat16),
+                prepare=_copy_preparation(channels_last, fold=pixels.device.type == "cpu"),
+            ).float()
         else:
             if torch.is_grad_enabled():
                 free_bf16_copy(self)  # training: free the inference copy

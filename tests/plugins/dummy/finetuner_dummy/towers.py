@@ -47,7 +47,9 @@ class TinyCNNTower(finetuner.Tower):
     def __init__(self, dim: int = 16) -> None:
         super().__init__()
         self.output_dim = dim
-        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, dim, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, dim, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
 
     def preprocess(self, items):
         pixels = []
