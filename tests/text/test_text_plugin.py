@@ -191,15 +191,53 @@ def test_a_non_string_item_is_a_data_error_naming_its_index(tiny_folder, bad):
         finetuner.encode(model, ["fine", "also fine", bad])
 
 
-def test_item_cost_is_the_token_count_and_encode_keeps_input_order(tiny_folder):
-    model = finetuner.build_model(f"hf:{tiny_folder}")
-    assert model.tower().item_cost("hello world") == 2 and model.tower().item_cost("xyz") == 3
-    assert model.tower().item_cost(None) == 0  # bad items are reported by preprocess, with their index
+class CountingTokenizer:
+    """The tower's tokenizer, counting the texts it is given."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.texts = tokenizer, 0
+
+    def __call__(self, texts, **options):
+        self.texts += len(texts)
+        return self.tokenizer(texts, **options)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
 
 
-def test_item_cost_of_long_texts_stops_at_max_length_without_a_warning(tiny_folder, capfd):
+TEXTS = ["a", LONG, "hello world", "the query", "xyz", "search text", "the document of a longer query", "b", "text"]
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_inference_batches_tokenize_each_text_once_and_match_preprocess(tiny_folder, monkeypatch, side):
     tower = finetuner_text.build_hf(tiny_folder, max_length=16)
-    assert tower.item_cost(LONG) == 16
+    tower.tokenizer.padding_side = side
+    monkeypatch.setattr(finetuner_text.hf, "SORT_WINDOW_BATCHES", 2)  # windows of 4 texts
+    tower.tokenizer = counting = CountingTokenizer(tower.tokenizer)
+    batches = list(tower.batches(TEXTS, batch_size=2))
+    assert counting.texts == len(TEXTS)
+    positions = [p for chunk, _ in batches for p in chunk]
+    assert sorted(positions) == list(range(len(TEXTS)))
+    for number, (chunk, features) in enumerate(batches):
+        assert set(chunk) <= set(range(4 * (number // 2), 4 * (number // 2) + 4))  # within its window
+        expected = tower.preprocess([TEXTS[p] for p in chunk])
+        assert features.keys() == expected.keys()
+        for key, value in expected.items():
+            assert torch.equal(features[key], value), (key, chunk)
+    lengths = [features["attention_mask"].sum(1).tolist() for _, features in batches[:2]]  # the first window
+    assert lengths[0][0] == 16 and min(lengths[0]) >= max(lengths[1])  # longest first, cut at max_length
+
+
+def test_a_non_string_item_in_encode_is_named_by_its_position(tiny_folder):
+    model = finetuner.build_model(f"hf:{tiny_folder}")
+    with pytest.raises(finetuner.DataError, match="text item 2 is NoneType"):
+        finetuner.encode(model, ["fine", "also fine", None])
+
+
+def test_long_texts_stop_at_max_length_without_a_warning(tiny_folder, capfd):
+    tower = finetuner_text.build_hf(tiny_folder, max_length=16)
+    [(_, features)] = tower.batches([LONG], batch_size=4)
+    assert features["input_ids"].shape == (1, 16)
     assert "sequence length is longer" not in capfd.readouterr().err
 
 

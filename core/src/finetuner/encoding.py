@@ -101,13 +101,10 @@ def _run(
     with eval_mode(model), torch.inference_mode(), compiled(model, compile):
         for name, indices in groups.items():
             tower = model.tower(name)
-            indices = sorted(indices, key=lambda i: -tower.item_cost(items[i]))
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start : start + batch_size]
-                features = move(tower.preprocess([items[i] for i in chunk]), torch_device)
+            for positions, features in tower.batches([items[i] for i in indices], batch_size):
                 with autocast(torch_device, dtype):
-                    embeddings = forward(tower, features, name)
-                out[chunk] = embeddings.float().cpu().numpy()
+                    embeddings = forward(tower, move(features, torch_device), name)
+                out[[indices[p] for p in positions]] = embeddings.float().cpu().numpy()
     return out
 
 

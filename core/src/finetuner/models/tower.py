@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,17 @@ class Tower(nn.Module):
     def item_cost(self, item: Any) -> int:
         """A cheap size estimate used to batch items of similar size together (0: no sorting)."""
         return 0
+
+    def batches(self, items: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+        """``(positions in items, preprocessed features)`` for every inference batch of ``items``.
+
+        Items of similar :meth:`item_cost` share a batch, so little padding is computed. A tower
+        whose size estimate costs real work (tokenizing) overrides this to do that work once.
+        """
+        order = sorted(range(len(items)), key=lambda i: -self.item_cost(items[i]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            yield chunk, self.preprocess([items[i] for i in chunk])
 
     def save_files(self, directory: Path) -> None:
         """Write what rebuilding this tower offline needs besides its weights (tokenizer, config)."""

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -27,6 +28,13 @@ ST_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token"
 # Attention kernels for batches padded to their longest text, on CUDA: all but cuDNN's, which builds a plan for
 # each new shape (seconds for the first ones, ~10 ms of host time each after) and so starves the GPU here.
 VARYING_LENGTH_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+SORT_WINDOW_BATCHES = 64  # inference batches tokenized and sorted by length together
+
+
+def _check_strings(items: Sequence[Any], first: int = 0) -> None:
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise DataError(f"text item {first + index} is {type(item).__name__} {item!r:.60}, not a string")
 
 
 class HFTextTower(Tower):
@@ -43,9 +51,7 @@ class HFTextTower(Tower):
         self.output_dim = embedding_dim(encoder.config.to_dict(), f"the config of {encoder.config.name_or_path}")
 
     def preprocess(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
-        for index, item in enumerate(items):
-            if not isinstance(item, str):
-                raise DataError(f"text item {index} is {type(item).__name__} {item!r:.60}, not a string")
+        _check_strings(items)
         tokens = self.tokenizer(
             list(items),
             padding=True,
@@ -55,6 +61,36 @@ class HFTextTower(Tower):
             return_token_type_ids=False,
         )
         return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+    def batches(self, items: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+        """Inference batches of texts with similar token counts, each text tokenized once.
+
+        Texts are tokenized a window of ``SORT_WINDOW_BATCHES`` batches at a time (memory stays
+        bounded), sorted by token count within the window, and padded per batch to its longest.
+        """
+        window = batch_size * SORT_WINDOW_BATCHES
+        for begin in range(0, len(items), window):
+            part = list(items[begin : begin + window])
+            _check_strings(part, first=begin)
+            ids = self.tokenizer(
+                part, truncation=True, max_length=self.max_length, return_attention_mask=False, return_token_type_ids=False
+            )["input_ids"]
+            order = sorted(range(len(part)), key=lambda i: -len(ids[i]))
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                yield [begin + i for i in chunk], self._pad([ids[i] for i in chunk])
+
+    def _pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+        """``input_ids``/``attention_mask`` for token rows, padded as the tokenizer pads (its side and pad id)."""
+        longest = max(len(row) for row in rows)
+        input_ids = np.full((len(rows), longest), self.tokenizer.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(rows), longest), dtype=np.int64)
+        left = self.tokenizer.padding_side == "left"
+        for number, row in enumerate(rows):
+            span = slice(longest - len(row), longest) if left else slice(0, len(row))
+            input_ids[number, span] = row
+            mask[number, span] = 1
+        return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = features["attention_mask"]
@@ -70,15 +106,6 @@ class HFTextTower(Tower):
                     free_bf16_copy(self)  # training: free the inference copy
                 hidden = self.encoder(input_ids=features["input_ids"], attention_mask=mask).last_hidden_state
         return self.pooling(hidden, mask)
-
-    def item_cost(self, item: Any) -> int:
-        """The token count up to ``max_length``: sorting by it leaves far less padding than sorting by characters."""
-        if not isinstance(item, str):
-            return 0
-        tokens = self.tokenizer(
-            item, truncation=True, max_length=self.max_length, add_special_tokens=False, return_attention_mask=False
-        )
-        return len(tokens["input_ids"])
 
     def save_files(self, directory: Path) -> None:
         """Tokenizer files, config.json and sentence-transformers pooling/length configs."""
