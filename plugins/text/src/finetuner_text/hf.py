@@ -81,7 +81,10 @@ class HFTextTower(Tower):
                 yield [begin + i for i in chunk], self._pad([ids[i] for i in chunk])
 
     def _pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
-        """``input_ids``/``attention_mask`` for token rows, padded as the tokenizer pads (its side and pad id)."""
+        """``input_ids``/``attention_mask`` for token rows, padded as the tokenizer pads (its side and pad id).
+
+        ``tokenizer.pad`` gives the same tensors 16x slower, with a warning for fast tokenizers.
+        """
         longest = max(len(row) for row in rows)
         input_ids = np.full((len(rows), longest), self.tokenizer.pad_token_id, dtype=np.int64)
         mask = np.zeros((len(rows), longest), dtype=np.int64)
