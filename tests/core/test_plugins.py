@@ -65,18 +65,17 @@ class _Duplicate:
         register(finetuner.BackboneSpec("other", "text-to-text", 8, "x", "y", build=lambda **_: None, aliases=("dummy-text",)))
 
 
-def test_duplicate_name_names_both_plugins(monkeypatch):
+def test_duplicate_name_is_held_by_neither_plugin():
     with pytest.warns(RuntimeWarning, match=r"'dummy-text' is registered by two plugins: 'dummy'.*'dup'"):
         plugins.register_plugin(_Duplicate(), "dup")
-    assert plugins.get_manager().plugins["dup"].status == "failed"
+    infos = plugins.get_manager().plugins
+    assert infos["dup"].status == infos["dummy"].status == "ok"
+    assert "'dummy-text' is also registered by 'dup'" in infos["dummy"].error
+    with pytest.raises(finetuner.PluginError, match=r"'dummy-text' is registered by two plugins: 'dummy'.*'dup'"):
+        finetuner.get_spec("dummy-text")
     names = {s.name for s in finetuner.list_models()}
-    assert "mine" not in names and "dummy-text" in names  # the failed plugin is rolled back whole
-    monkeypatch.setenv("FINETUNER_STRICT_PLUGINS", "1")
-    plugins.reset()
-    with pytest.raises(finetuner.PluginError):
-        finetuner.list_models()  # strict: the broken plugin raises first
-
-
+    assert {"mine", "other", "dummy-image"} <= names and "dummy-text" not in names  # other names keep working
+    assert finetuner.get_spec("dummy-txt").plugin == "dummy"  # an uncontested alias still resolves
 class _RaisingHook:
     @finetuner.hookimpl
     def finetuner_register_backbones(self, register):
@@ -115,10 +114,11 @@ def _write_entry_point_plugin(root: Path, name: str, code: str) -> None:
     (dist / "entry_points.txt").write_text(f"[finetuner]\n{name} = {name}\n")
 
 
-def test_duplicate_across_real_entry_points(tmp_path):
+@pytest.mark.parametrize("rival", ["aaa_clash", "zzz_clash"])  # loads before / after the real plugin
+def test_duplicate_across_real_entry_points_wins_in_neither_order(tmp_path, rival):
     _write_entry_point_plugin(
         tmp_path,
-        "clash",
+        rival,
         textwrap.dedent(
             """
             import finetuner
@@ -129,15 +129,17 @@ def test_duplicate_across_real_entry_points(tmp_path):
             """
         ),
     )
-    result = run_cli("plugins", "--json", env={"PYTHONPATH": str(tmp_path)})
+    env = {"PYTHONPATH": str(tmp_path)}
+    result = run_cli("plugins", "--json", env=env)
     assert result.returncode == 0, result.stderr
     rows = {r["name"]: r for r in json.loads(result.stdout)}
-    failed = [rows[n] for n in ("clash", "dummy") if rows[n]["status"] == "failed"]
-    assert len(failed) == 1  # plugins load in name order: the later one is refused whole
-    assert "'dummy'" in failed[0]["error"] and "'clash'" in failed[0]["error"]
-    strict = run_cli(
-        "models", env={"PYTHONPATH": str(tmp_path), "FINETUNER_STRICT_PLUGINS": "1", "FINETUNER_DISABLE_PLUGINS": "broken"}
-    )
+    assert rows[rival]["status"] == rows["dummy"]["status"] == "ok"
+    assert f"'{rival}'" in rows["dummy"]["error"] and "'dummy'" in rows[rival]["error"]
+    code = "import finetuner; finetuner.build_model('dummy-image')"
+    build = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+    assert build.returncode == 1
+    assert "finetuner.errors.PluginError" in build.stderr and "'dummy'" in build.stderr and f"'{rival}'" in build.stderr
+    strict = run_cli("models", env={**env, "FINETUNER_STRICT_PLUGINS": "1", "FINETUNER_DISABLE_PLUGINS": "broken"})
     assert strict.returncode == 1 and "registered by two plugins" in strict.stderr
 
 

@@ -18,7 +18,7 @@ import pluggy
 
 from finetuner import hookspecs
 from finetuner.errors import PluginError
-from finetuner.registry import BackboneSpec, Registry
+from finetuner.registry import BackboneSpec, Registry, contest_message
 
 ENTRY_POINT_GROUP = "finetuner"
 
@@ -74,12 +74,13 @@ class PluginManager:
             self._fail(name, version, exc, "registration")
             return
         count = 0
+        contested: list[str] = []
 
         def register_spec(spec: BackboneSpec) -> None:
             nonlocal count
             if not isinstance(spec, BackboneSpec):
                 raise TypeError(f"register() takes a finetuner.BackboneSpec, got {type(spec).__name__}")
-            self.registry.add(_with_plugin(spec, name))
+            contested.extend(self.registry.add(_with_plugin(spec, name)))
             count += 1
 
         try:
@@ -92,6 +93,21 @@ class PluginManager:
             self._fail(name, version, exc, "finetuner_register_backbones hook")
             return
         self.plugins[name] = PluginInfo(name, version, "ok", count)
+        for key in contested:
+            self._contest(key)
+
+    def _contest(self, key: str) -> None:
+        """Report a name several plugins registered: a warning (an error in strict mode); each row says so."""
+        claims = self.registry.contested()[key]
+        message = contest_message(key, claims)
+        for spec in claims:
+            info = self.plugins.get(spec.plugin)
+            if info is not None:
+                others = ", ".join(repr(s.plugin) for s in claims if s.plugin != spec.plugin)
+                info.error = "; ".join(filter(None, [info.error, f"model name {key!r} is also registered by {others}"]))
+        if _env_flag("FINETUNER_STRICT_PLUGINS"):
+            raise PluginError(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     def resolve(self, name: str, local_dir: str | None = None) -> BackboneSpec | None:
         """Ask plugins with a resolver hook about a name nobody registered."""

@@ -56,38 +56,58 @@ class BackboneSpec:
 
 
 class Registry:
-    """All specs from all plugins, keyed by name and alias."""
+    """All specs from all plugins, keyed by name and alias.
+
+    A name or alias that two plugins register is held by neither: looking it up raises a
+    :class:`PluginError` naming both, whatever order the plugins loaded in, so an artifact
+    never silently goes to the wrong plugin. Their other names keep working.
+    """
 
     def __init__(self) -> None:
-        self._specs: dict[str, BackboneSpec] = {}
-        self._names: dict[str, str] = {}  # name or alias -> canonical name
+        self._claims: dict[str, list[BackboneSpec]] = {}  # name or alias -> every spec claiming it
 
-    def add(self, spec: BackboneSpec) -> None:
-        for key in (spec.name, *spec.aliases):
-            if key in self._names:
-                other = self._specs[self._names[key]]
-                raise PluginError(
-                    f"model name {key!r} is registered by two plugins: "
-                    f"{other.plugin!r} ({other.name}) and {spec.plugin!r} ({spec.name})"
-                )
-        self._specs[spec.name] = spec
-        for key in (spec.name, *spec.aliases):
-            self._names[key] = spec.name
+    def add(self, spec: BackboneSpec) -> list[str]:
+        """Add ``spec``; return the names it now contests with another plugin's spec."""
+        keys = (spec.name, *spec.aliases)
+        for key in keys:
+            if any(other.plugin == spec.plugin for other in self._claims.get(key, ())):
+                raise PluginError(f"plugin {spec.plugin!r} registers the model name {key!r} twice")
+        contested = [key for key in keys if key in self._claims]
+        for key in keys:
+            self._claims.setdefault(key, []).append(spec)
+        return contested
 
     def remove_plugin(self, plugin: str) -> None:
-        dropped = {n for n, s in self._specs.items() if s.plugin == plugin}
-        self._specs = {n: s for n, s in self._specs.items() if n not in dropped}
-        self._names = {k: n for k, n in self._names.items() if n not in dropped}
+        claims = {key: [s for s in specs if s.plugin != plugin] for key, specs in self._claims.items()}
+        self._claims = {key: specs for key, specs in claims.items() if specs}
 
     def get(self, name: str) -> BackboneSpec | None:
-        canonical = self._names.get(name)
-        return self._specs[canonical] if canonical else None
+        claims = self._claims.get(name)
+        if not claims:
+            return None
+        if len(claims) > 1:
+            raise PluginError(contest_message(name, claims))
+        return claims[0]
+
+    def contested(self) -> dict[str, list[BackboneSpec]]:
+        """Every name two or more plugins registered, with the specs claiming it."""
+        return {key: specs for key, specs in self._claims.items() if len(specs) > 1}
 
     def specs(self) -> list[BackboneSpec]:
-        return list(self._specs.values())
+        """The specs whose name belongs to one plugin, in registration order."""
+        return [specs[0] for key, specs in self._claims.items() if len(specs) == 1 and specs[0].name == key]
 
     def names(self) -> list[str]:
-        return list(self._names)
+        return [key for key, specs in self._claims.items() if len(specs) == 1]
+
+
+def contest_message(name: str, claims: list[BackboneSpec]) -> str:
+    plugins = " and ".join(f"{s.plugin!r} ({s.name})" for s in claims)
+    count = "two" if len(claims) == 2 else str(len(claims))
+    return (
+        f"model name {name!r} is registered by {count} plugins: {plugins}; none of them is used for it. "
+        f"Uninstall one, or set FINETUNER_DISABLE_PLUGINS to the one you do not want."
+    )
 
 
 def list_models(task: str | None = None) -> list[BackboneSpec]:
