@@ -18,6 +18,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -87,11 +88,12 @@ def split_queries(qrels: dict[str, dict[str, int]], seed: int = SEED) -> tuple[l
     return sorted(judged[:half], key=int), sorted(judged[half:], key=int)
 
 
-def run(quick: bool = False) -> list[dict]:
-    """Fine-tune on the training queries; nDCG@10, MAP@100 and Recall@100 on the test queries, before and after."""
-    if not all((DATA / name).is_file() for name in ("CISI.ALL", "CISI.QRY", "CISI.REL")):
-        return [{"benchmark": "CISI retrieval quality", "notes": f"SKIPPED: {DATA} (CISI.ALL, CISI.QRY, CISI.REL) not found"}]
-    import finetuner
+def available() -> bool:
+    return all((DATA / name).is_file() for name in ("CISI.ALL", "CISI.QRY", "CISI.REL"))
+
+
+def splits(quick: bool = False) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+    """The training pairs, the test queries against the corpus, and the build options and recipe (quick: tiny sizes)."""
     from finetuner.data import PairData, RetrievalData
 
     documents, queries, qrels = read_cisi()
@@ -112,6 +114,16 @@ def run(quick: bool = False) -> list[dict]:
     test = RetrievalData(
         {q: queries[q] for q in test_ids}, documents, {q: qrels[q] for q in test_ids}, source="CISI test queries"
     )
+    return train, test, build, recipe
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Fine-tune on the training queries; nDCG@10, MAP@100 and Recall@100 on the test queries, before and after."""
+    if not available():
+        return [{"benchmark": "CISI retrieval quality", "notes": f"SKIPPED: {DATA} (CISI.ALL, CISI.QRY, CISI.REL) not found"}]
+    import finetuner
+
+    train, test, build, recipe = splits(quick)
 
     def score(model) -> dict[str, float]:
         return finetuner.evaluate(model, test, metrics=list(METRICS), device="cpu")
@@ -122,7 +134,7 @@ def run(quick: bool = False) -> list[dict]:
     seconds = time.perf_counter() - started
     after = score(tuned)
     notes = (
-        f"{len(train_ids)} train queries ({len(train)} pairs) / {len(test_ids)} test queries against {len(documents)} documents; "
+        f"{len(set(train.queries))} train queries ({len(train)} pairs) / {len(test)} test queries against {len(test.corpus)} documents; "
         f"MNRL, {recipe['epochs']} epoch(s), batch {recipe['batch_size']}, lr {recipe['learning_rate']}, precision auto, "
         f"seed {SEED}; training {seconds:.0f} s"
     )

@@ -5,7 +5,9 @@
     python bench/run.py text vision  # only bench_text.py and bench_vision.py
 
 Writes bench/results.json and bench/results.md (or --out DIR): machine, versions, date, and
-one row per comparison: ours, the peer, the ratio and the target.
+one row per comparison: ours, the peer, the ratio and the target. A benchmark that cannot run
+here (no data, no CUDA GPU for bench_gpu.py) gives a SKIPPED row. Dated runs made some other
+way are kept, as records, under bench/runs/.
 """
 
 from __future__ import annotations

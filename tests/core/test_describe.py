@@ -8,8 +8,8 @@ import pytest
 
 import finetuner
 from finetuner.cli import main
-from finetuner.table import render_table
-from tests.core.test_plugins import INSTALLED, run_cli
+from finetuner.report.backbones import render_table
+from tests.core.helpers import INSTALLED, run_cli
 
 
 def test_describe_models_prints_the_reference_table(capsys):

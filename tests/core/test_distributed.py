@@ -19,10 +19,11 @@ import torch
 import torch.distributed as dist
 
 import finetuner
+from finetuner.encoding import encode_sharded
 from finetuner.training import distributed
 from finetuner.training.callbacks import MetricsLogger
-from finetuner.training.distributed import encode_sharded, shard
-from tests.core.test_fit import coloured_images, topic_pairs
+from finetuner.training.distributed import shard
+from tests.core.helpers import coloured_images, topic_pairs
 from tests.ddp import spawn
 
 WORLD = 2

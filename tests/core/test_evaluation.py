@@ -15,7 +15,8 @@ from torch import nn
 import finetuner
 from finetuner import DataError, EmbeddingModel, Tower, UnknownNameError
 from finetuner.data.types import LabeledData, PairData, RetrievalData, ScoredData
-from finetuner.evaluation import compare, evaluate, render
+from finetuner.evaluation import evaluate
+from finetuner.report.metrics import compare, render
 
 DIM = 32
 

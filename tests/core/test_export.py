@@ -10,8 +10,8 @@ import torch
 
 import finetuner
 from finetuner.cli import main
-from finetuner.errors import ArtifactError
-from finetuner.export import ExportError, export_onnx
+from finetuner.errors import ArtifactError, ExportError
+from finetuner.export import export_onnx
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra (onnx, onnxruntime) is not installed")
 pytest.importorskip("onnxruntime", reason="the onnx extra (onnx, onnxruntime) is not installed")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
@@ -11,28 +10,7 @@ import torch
 
 import finetuner
 from finetuner.cli import main
-
-
-def topic_pairs(n: int = 120, seed: int = 0) -> list[tuple[str, str]]:
-    rng = random.Random(seed)
-    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
-    pairs = []
-    for i in range(n):
-        topic = words[i % len(words)]
-        pairs.append((f"{topic} question {rng.randint(0, 10**6)}", f"notes on {topic[::-1]} {rng.randint(0, 10**6)}"))
-    return pairs
-
-
-def coloured_images(n_per_class: int = 12, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
-    rng = np.random.default_rng(seed)
-    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200), "grey": (120, 120, 120)}
-    images, labels = [], []
-    for name, rgb in colours.items():
-        for _ in range(n_per_class):
-            noise = rng.integers(-40, 40, size=(16, 16, 3))
-            images.append(np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8))
-            labels.append(name)
-    return images, labels
+from tests.core.helpers import coloured_images, topic_pairs
 
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -168,11 +146,33 @@ def test_same_seed_same_weights():
         ({"scheduler": "cosin"}, "Did you mean: cosine"),
         ({"loss": "TripletMarginLos"}, "TripletMarginLoss"),
         ({"epoch": 2}, "unknown fit\\(\\) option 'epoch'"),
+        ({"max_grad_norm": -1}, r"max_grad_norm must be non-negative in \[0, inf\), got -1"),
+        ({"warmup_ratio": 5}, r"warmup_ratio must be a number in \[0, 1\], got 5"),
+        ({"num_workers": -1}, r"num_workers must be a non-negative integer in \[0, inf\), got -1"),
+        ({"eval_k": (0,)}, r"eval_k must be a list of positive integers in \[1, inf\), got \(0,\)"),
+        ({"seed": -1}, r"seed must be an integer in \[0, 4294967295\], got -1"),
+        ({"learning_rate": "fast"}, r"learning_rate must be a number, got 'fast' \(a string that does not read as one\)"),
+        ({"epochs": 2.5}, r"epochs must be an integer, got 2.5 \(float\)"),
+        ({"compile": "maybe"}, r"compile must be True or False, got 'maybe'"),
+        ({"cache_frozen": "ram"}, r"unknown cache_frozen 'ram'"),
     ],
 )
 def test_bad_options_fail_before_training(options, message):
     with pytest.raises(finetuner.FinetunerError, match=message):
         finetuner.fit("dummy-text", topic_pairs(20), output_dir=None, verbose=False, **{"batch_size": 4, **options})
+
+
+def test_options_are_checked_before_the_data_is_read(tmp_path):
+    with pytest.raises(finetuner.TrainingError, match="max_grad_norm"):
+        finetuner.fit("dummy-text", tmp_path / "missing.csv", max_grad_norm=-1, output_dir=None, verbose=False)
+
+
+def test_option_strings_become_numbers():
+    """As PyYAML reads them: ``learning_rate: 1e-2`` is the string '1e-2'."""
+    model = finetuner.fit(
+        "dummy-text", topic_pairs(20), batch_size="4", learning_rate="1e-2", max_grad_norm="0", output_dir=None, verbose=False
+    )
+    assert len([h for h in model.history if "loss" in h]) == 5
 
 
 def test_non_finite_loss_names_the_step():

@@ -34,6 +34,8 @@ CASES = {
     "mnrl_uneven": (_loss("mnrl", scale=10.0), (3, 5)),
     "clip": (_loss("clip", task="text-to-image"), (4, 4)),
     "clip_uneven": (_loss("clip", task="text-to-image"), (5, 3)),
+    "siglip": (_loss("siglip", task="text-to-image"), (4, 4)),
+    "siglip_uneven": (_loss("siglip", task="text-to-image", logit_scale=1.0, logit_bias=-2.0), (3, 5)),
     "cosent": (_loss("cosent", kind="scored"), (3, 5)),
     "cosine": (_loss("cosine", kind="scored", score_range=(0, 5)), (3, 5)),
     "triplet_mined": (_loss("TripletMarginLoss", kind="labeled", miner="MultiSimilarityMiner", margin=0.3), (4, 4)),
@@ -137,6 +139,7 @@ def test_distributed_loss_equals_the_full_batch_loss(ranks, name):
 
 def test_the_clip_temperature_and_arcface_weights_get_gradients(ranks):
     assert set(ranks[0]["clip"]["params"]) == {"logit_scale"}
+    assert set(ranks[0]["siglip"]["params"]) == {"module.logit_scale", "module.logit_bias"}  # not the model's
     assert {"module.loss.W"} <= set(ranks[0]["arcface"]["params"])
 
 

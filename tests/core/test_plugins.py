@@ -7,26 +7,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
 import finetuner
 from finetuner import plugins
-
-INSTALLED = sorted(ep.name for ep in entry_points(group="finetuner"))
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "finetuner", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        timeout=120,
-    )
+from tests.core.helpers import INSTALLED, run_cli
 
 
 def test_dummy_plugin_is_discovered_through_its_entry_point():
@@ -76,6 +63,8 @@ def test_duplicate_name_is_held_by_neither_plugin():
     names = {s.name for s in finetuner.list_models()}
     assert {"mine", "other", "dummy-image"} <= names and "dummy-text" not in names  # other names keep working
     assert finetuner.get_spec("dummy-txt").plugin == "dummy"  # an uncontested alias still resolves
+
+
 class _RaisingHook:
     @finetuner.hookimpl
     def finetuner_register_backbones(self, register):

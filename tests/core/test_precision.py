@@ -14,10 +14,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 import finetuner
-import finetuner.training.fit as fit_module
+import finetuner.training.trainer as trainer_module
 from finetuner import runtime
 from finetuner.errors import TrainingError, UnknownNameError
-from tests.core.test_fit import coloured_images, topic_pairs
+from tests.core.helpers import coloured_images, topic_pairs
 
 TEXTS = ["alpha question", "", "notes on ohce", "a somewhat longer sentence about delta and echo", "golf"]
 CPU = torch.device("cpu")
@@ -126,11 +126,11 @@ def test_bf16_training_keeps_weights_optimizer_state_and_loss_in_fp32(monkeypatc
     optimizers = []
 
     def recording_build_optimizer(*args, **kwargs):
-        optimizers.append(fit_module.build_optimizer.__wrapped__(*args, **kwargs))
+        optimizers.append(trainer_module.build_optimizer.__wrapped__(*args, **kwargs))
         return optimizers[-1]
 
-    recording_build_optimizer.__wrapped__ = fit_module.build_optimizer
-    monkeypatch.setattr(fit_module, "build_optimizer", recording_build_optimizer)
+    recording_build_optimizer.__wrapped__ = trainer_module.build_optimizer
+    monkeypatch.setattr(trainer_module, "build_optimizer", recording_build_optimizer)
     torch.manual_seed(0)
     model = finetuner.build_model("dummy-text", output_dim=8)
     head_dtypes = []

@@ -9,7 +9,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 
 import finetuner
-from tests.core.test_fit import topic_pairs
+from tests.core.helpers import topic_pairs
 from tests.ddp import spawn
 
 WORLD = 2

@@ -1,14 +1,17 @@
 """When things go wrong: each case of the README table, end to end through the public API.
 
 Kill -9 and resume is in test_resume.py; reader-level CSV errors are in test_data_readers.py,
-bad fit() options in test_fit.py, plugin faults in test_plugins.py, fuzzing in test_data_fuzz.py.
+bad fit() options in test_fit.py, plugin faults in test_plugins.py, fuzzing in test_data_fuzz.py and
+test_options_fuzz.py, the command line's errors and Ctrl-C in test_cli.py.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors import SafetensorError
 
 import finetuner
 from finetuner.training.callbacks import Callback
@@ -157,6 +161,57 @@ def test_the_vision_plugin_names_a_file_that_is_not_an_image(tmp_path):
         finetuner.encode(model, [tmp_path / "img0.png", tmp_path / "broken.jpg"])
 
 
+# --- every error a user can cause is a FinetunerError ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"miner": "MultiSimilarityMiner"}, finetuner.TrainingError, r"miner='MultiSimilarityMiner' needs labeled data"),
+        ({"device": "cuda:99"}, finetuner.OptionError, r"device='cuda:99'"),
+        (
+            {"freeze": "imaginary", "output_dim": 8},
+            finetuner.UnknownNameError,
+            r"unknown tower to freeze 'imaginary'\. Valid: text",
+        ),
+        ({"freeze": 3, "output_dim": 8}, finetuner.OptionError, r"freeze must be True, False, a tower name or a list of them"),
+        ({"eval_k": (0,)}, finetuner.TrainingError, r"eval_k must be a list of positive integers"),
+        (
+            {"optimizer": "SGD", "optimizer_options": {"momentum": -1}},
+            finetuner.TrainingError,
+            r"cannot build the optimizer 'SGD' with optimizer_options=\{'momentum': -1\}: Invalid momentum",
+        ),
+        (
+            {"optimizer_options": {"betas": 3}},
+            finetuner.TrainingError,
+            r"cannot build the optimizer 'AdamW' with optimizer_options=\{'betas': 3\}",
+        ),
+        (
+            {"loss_options": {"no_such_option": 1}},
+            finetuner.TrainingError,
+            r"cannot build the loss 'MultipleNegativesRankingLoss' with loss_options=\{'no_such_option': 1\}",
+        ),
+        ({"loss": 5}, finetuner.TrainingError, r"loss must be a loss name or a torch\.nn\.Module, got 5 \(int\)"),
+        ({"callbacks": [print]}, finetuner.TrainingError, r"callbacks must be a list of Callback objects"),
+    ],
+    ids=[
+        "miner-on-pairs",
+        "device",
+        "freeze-unknown-tower",
+        "freeze-not-a-name",
+        "eval_k",
+        "optimizer-option",
+        "optimizer-option-type",
+        "loss-option",
+        "loss-type",
+        "callback-type",
+    ],
+)
+def test_user_errors_are_finetuner_errors(options, error, message):
+    with pytest.raises(error, match=message):
+        finetuner.fit("dummy-text", pairs(), batch_size=4, output_dir=None, verbose=False, **options)
+
+
 # --- a non-finite loss -------------------------------------------------------------------------
 
 
@@ -193,7 +248,7 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path)
     }
     model = finetuner.build_model("dummy-text")
     with pytest.raises(
-        finetuner.TrainingError, match=rf"loss became nan at step 5 .*last good checkpoint is in {out / 'checkpoint'}"
+        finetuner.TrainingError, match=rf"loss became nan at step 5 .*last good checkpoint \(step 4\) is in {out / 'checkpoint'}"
     ):
         finetuner.fit(model, pairs(), loss=NanAtCall(5), callbacks=[seen], **common)
     assert sorted(seen.after_step) == [1, 2, 3, 4]
@@ -205,8 +260,94 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path)
     assert all(torch.equal(v, seen.after_step[4][k]) for k, v in restored.state_dict().items())
     assert not (out / "model").exists()
     # what to do: fix the cause, then resume from the kept checkpoint
-    model = finetuner.fit("dummy-text", pairs(), resume=True, **common)
+    model = finetuner.fit("dummy-text", pairs(), loss=NanAtCall(10**9), resume=True, **common)
     assert [h["step"] for h in model.history] == list(range(1, 13))
+
+
+def test_a_diverging_run_keeps_the_last_checkpoint_that_embeds_to_unit_vectors(tmp_path, caplog):
+    """Weights that grow too large embed to NaN or, normalised after an overflow, to zeros: such a checkpoint is not kept."""
+    out, texts = tmp_path / "run", [q for q, _ in pairs(64)]
+    common = {"output_dim": 8, "batch_size": 8, "epochs": 3, "optimizer": "SGD", "max_grad_norm": 0, "checkpoint_every_steps": 1}
+    with pytest.raises(finetuner.TrainingError) as error:
+        finetuner.fit("dummy-text", pairs(64), learning_rate=1e8, output_dir=out, verbose=False, **common)
+    found = re.search(
+        r"after step (\d+) the weights \(largest magnitude .*\) embed training items to non-finite or zero vectors; "
+        r"training stopped; the last good checkpoint \(step (\d+)\) is in (.*)\. Try a lower learning_rate",
+        str(error.value),
+    )
+    assert found, error.value
+    bad, kept = int(found[1]), int(found[2])
+    assert found[3] == str(out / "checkpoint") and kept == bad - 1 > 0
+    restored = finetuner.build_model("dummy-text", output_dim=8)
+    assert load_checkpoint(out / "checkpoint", restored, {})["step"] == kept
+    assert all(torch.isfinite(v).all() for v in restored.state_dict().values())
+    assert np.allclose(np.linalg.norm(finetuner.encode(restored, texts), axis=1), 1, atol=1e-3)
+    # resumed with a lower learning rate, which replaces the checkpoint's
+    with caplog.at_level(logging.INFO, logger="finetuner"):
+        model = finetuner.fit("dummy-text", pairs(64), learning_rate=1e-2, resume=True, output_dir=out, verbose=False, **common)
+    assert "learning_rate 0.01 replaces the checkpoint's 1e+08" in caplog.text
+    assert [h["step"] for h in model.history] == list(range(1, 25))
+    assert np.allclose(np.linalg.norm(finetuner.encode(model, texts), axis=1), 1, atol=1e-3)
+
+
+def test_fit_without_output_dir_refuses_to_return_weights_that_embed_to_nan():
+    with pytest.raises(
+        finetuner.TrainingError, match=r"after step 1 .*; training stopped; no checkpoint is written without output_dir"
+    ):
+        finetuner.fit(
+            "dummy-text",
+            pairs(8),
+            output_dim=8,
+            batch_size=8,
+            optimizer="SGD",
+            max_grad_norm=0,
+            learning_rate=1e12,
+            output_dir=None,
+            verbose=False,
+        )
+
+
+# --- resume refuses another run's checkpoint ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        (
+            {"output_dim": 12},
+            finetuner.TrainingError,
+            r"another model \(model: the checkpoint's is 'dummy-text, output_dim=8', this run's 'dummy-text, output_dim=12'\)",
+        ),
+        (
+            {"loss": NanAtCall(10**9)},
+            finetuner.TrainingError,
+            r"another loss \(loss: the checkpoint's is 'MultipleNegativesRankingLoss', this run's 'NanAtCall'\)",
+        ),
+        (
+            {"train_data": pairs(23) + [("alpha question 23", "another document")]},
+            finetuner.DataError,
+            r"another data \(data: the checkpoint's is 'pairs, 24 examples, content hash \w+', this run's 'pairs, 24 examples, content hash \w+'\)",
+        ),
+    ],
+    ids=["model", "loss", "data-of-the-same-size"],
+)
+def test_resume_refuses_a_checkpoint_of_another_model_loss_or_data(tmp_path, change, error, message):
+    out = tmp_path / "run"
+    options = {
+        "train_data": pairs(),
+        "output_dim": 8,
+        "batch_size": 4,
+        "checkpoint_every_steps": 2,
+        "output_dir": out,
+        "verbose": False,
+    }
+    finetuner.fit("dummy-text", **options)
+    before = snapshot(out / "checkpoint")
+    with pytest.raises(
+        error, match=rf"cannot resume from {out / 'checkpoint'}: it was made with {message}\. Resume with the same"
+    ):
+        finetuner.fit("dummy-text", resume=True, **{**options, **change})
+    assert snapshot(out / "checkpoint") == before
 
 
 # --- failures while saving ---------------------------------------------------------------------
@@ -233,6 +374,24 @@ def test_a_full_disk_while_writing_weights_keeps_the_previous_artifact(artifact,
         finetuner.save(model, path)
     assert snapshot(path) == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["model"]
+
+
+def safetensors_disk_full(*args: Any, **kwargs: Any) -> None:
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+def test_a_full_disk_reported_by_safetensors_is_an_os_error_naming_the_folder(artifact, tmp_path, monkeypatch):
+    model, path = artifact
+    before = snapshot(path)
+    monkeypatch.setattr(safetensors.torch, "save_model", safetensors_disk_full)
+    with pytest.raises(OSError) as error:
+        finetuner.save(model, path)
+    assert (error.value.errno, error.value.filename) == (errno.ENOSPC, str(path))
+    assert snapshot(path) == before
+    out = tmp_path / "run"
+    with pytest.raises(OSError, match=rf"\[Errno 28\] No space left on device: '{out / 'checkpoint'}'"):
+        finetuner.fit("dummy-text", pairs(), batch_size=4, output_dir=out, verbose=False)
+    assert list(out.iterdir()) == []
 
 
 @pytest.mark.parametrize("failing_call", [1, 2], ids=["moving-the-old-one-aside", "moving-the-new-one-in"])
@@ -286,7 +445,7 @@ def test_a_failing_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
 def test_load_refuses_pickle_files(artifact):
     _, path = artifact
     torch.save({"x": torch.zeros(1)}, path / "backbone-0" / "pytorch_model.bin")
-    with pytest.raises(finetuner.ArtifactError, match=r"pickle files \(pytorch_model\.bin\)"):
+    with pytest.raises(finetuner.ArtifactError, match=r"pickle files \(backbone-0/pytorch_model\.bin\)"):
         finetuner.load(path)
 
 

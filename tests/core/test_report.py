@@ -18,7 +18,9 @@ from finetuner.cli import main
 from finetuner.data import load_data
 from finetuner.data.types import LabeledData, PairData, RetrievalData, ScoredData
 from finetuner.evaluation.examples import select_examples
-from finetuner.reporting import comparison, curve_metrics, headline, moving_average, write_report
+from finetuner.report.metrics import comparison, headline
+from finetuner.report.plots import curve_metrics, moving_average
+from finetuner.report.training import write_report
 from finetuner.training.callbacks import Callback
 from tests.core.helpers import pairs
 

@@ -20,41 +20,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import finetuner
 from finetuner.cli import main
 from finetuner.training.callbacks import Callback
+from tests.core.resume_run import EPOCHS, OPTIONS, STEPS_PER_EPOCH, train
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS_PER_EPOCH, EPOCHS = 4, 3
 TOTAL = STEPS_PER_EPOCH * EPOCHS
-OPTIONS: dict[str, Any] = {"epochs": EPOCHS, "batch_size": 8, "learning_rate": 5e-2, "seed": 3, "verbose": False}
-
-
-class NoisyInBatchLoss(torch.nn.Module):
-    """In-batch negatives with dropout and a jittered temperature: every call consumes all three RNGs."""
-
-    def forward(self, queries: torch.Tensor, documents: torch.Tensor) -> torch.Tensor:
-        queries = F.dropout(queries, p=0.3, training=True)
-        scale = 20.0 * (1.0 + 0.1 * random.random()) * (1.0 + 0.1 * float(np.random.rand()))
-        logits = scale * F.normalize(queries, dim=-1) @ F.normalize(documents, dim=-1).T
-        return F.cross_entropy(logits, torch.arange(len(queries), device=logits.device))
-
-
-class CountSteps(Callback):
-    """Counts the steps this process ran; sleeps after each one so the test can kill the run in the middle."""
-
-    def __init__(self, delay: float) -> None:
-        self.delay, self.steps = delay, 0
-
-    def on_step_end(self, state: Any) -> None:
-        self.steps += 1
-        time.sleep(self.delay)
 
 
 def write_pairs(path: Path, n: int = STEPS_PER_EPOCH * 8) -> Path:
@@ -67,28 +43,10 @@ def write_pairs(path: Path, n: int = STEPS_PER_EPOCH * 8) -> Path:
     return path
 
 
-def train(
-    train_data: str, output_dir: str, noisy: bool, checkpoint_every_steps: int | None, delay: float = 0.0, resume: bool = False
-) -> int:
-    """The run under test (the killed subprocess calls it too, with ``delay`` > 0); returns how many steps it ran."""
-    counter = CountSteps(delay)
-    finetuner.fit(
-        "dummy-text",
-        train_data,
-        output_dir=output_dir,
-        loss=NoisyInBatchLoss() if noisy else None,
-        checkpoint_every_steps=checkpoint_every_steps,
-        callbacks=[counter],
-        resume=resume,
-        **OPTIONS,
-    )
-    return counter.steps
-
-
 def run_and_kill(tmp_path: Path, train_data: Path, out: Path, noisy: bool, every: int | None, until: Any) -> dict[str, Any]:
     """Start a slowed-down run in a subprocess, SIGKILL it when ``until(state.json)`` holds; return that state."""
     code = (
-        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tests.core.test_resume import train; "
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tests.core.resume_run import train; "
         f"train({str(train_data)!r}, {str(out)!r}, {noisy!r}, {every!r}, delay=0.3)"
     )
     log = (tmp_path / "killed-run.log").open("w")
@@ -118,7 +76,7 @@ def run_and_kill(tmp_path: Path, train_data: Path, out: Path, noisy: bool, every
     assert process.returncode == -signal.SIGKILL
     assert not (out / "model").exists()
     if not state_file.is_file():  # killed between the two renames of a checkpoint save
-        state_file = out / "checkpoint.old" / "state.json"
+        state_file = out / ".checkpoint.old" / "state.json"
     return json.loads(state_file.read_text())
 
 
@@ -147,7 +105,7 @@ def reference(tmp_path_factory) -> dict[bool, dict[str, torch.Tensor]]:
 def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, reference):
     data, out = write_pairs(tmp_path / "train.csv"), tmp_path / "run"
     progress = run_and_kill(tmp_path, data, out, noisy=True, every=1, until=lambda p: p["step"] > STEPS_PER_EPOCH)
-    assert progress["epoch"] >= 1 and 0 < progress["batch_in_epoch"] < STEPS_PER_EPOCH, progress  # killed mid-epoch
+    assert progress["epoch"] >= 1 and 0 < progress["sampler"]["position"] < STEPS_PER_EPOCH, progress  # killed mid-epoch
     (out / ".checkpoint.tmp-killed").mkdir()  # what a kill in the middle of a checkpoint save leaves
     (out / ".checkpoint.tmp-killed" / "model.safetensors").write_bytes(b"half")
     assert train(str(data), str(out), noisy=True, checkpoint_every_steps=1, resume=True) == TOTAL - progress["step"]
@@ -161,7 +119,7 @@ def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, refe
 def test_kill_9_then_cli_fit_resume_from_an_epoch_boundary(tmp_path, reference, caplog):
     data, out = write_pairs(tmp_path / "train.csv"), tmp_path / "run"
     progress = run_and_kill(tmp_path, data, out, noisy=False, every=None, until=lambda p: p["epoch"] >= 1)
-    assert progress["batch_in_epoch"] == 0 and progress["step"] == progress["epoch"] * STEPS_PER_EPOCH < TOTAL, progress
+    assert progress["sampler"]["position"] == 0 and progress["step"] == progress["epoch"] * STEPS_PER_EPOCH < TOTAL, progress
     options = {**OPTIONS, "model": "dummy-text", "train_data": str(data), "output_dir": str(out)}
     del options["verbose"]
     config = tmp_path / "run.yaml"
@@ -190,9 +148,16 @@ def test_resume_after_a_crash_between_the_two_renames_of_a_checkpoint_save(tmp_p
     data, out = write_pairs(tmp_path / "train.csv"), tmp_path / "run"
     finetuner.fit("dummy-text", str(data), output_dir=out, checkpoint_every_steps=1, callbacks=[StopAt(6)], **OPTIONS)
     shutil.rmtree(out / "model")
-    os.replace(out / "checkpoint", out / "checkpoint.old")  # the new one was never moved in
+    os.replace(out / "checkpoint", out / ".checkpoint.old")  # the new one was never moved in
     assert train(str(data), str(out), noisy=False, checkpoint_every_steps=None, resume=True) == TOTAL - 6
     assert_same_weights(final_weights(out), reference[False])
+
+
+def test_resume_with_another_batch_size_is_refused(tmp_path):
+    data, out = write_pairs(tmp_path / "train.csv"), tmp_path / "run"
+    finetuner.fit("dummy-text", str(data), output_dir=out, checkpoint_every_steps=1, callbacks=[StopAt(2)], **OPTIONS)
+    with pytest.raises(finetuner.DataError, match="cannot resume: the sampler state has batch_size=8, this sampler batch_size=4"):
+        finetuner.fit("dummy-text", str(data), output_dir=out, resume=True, **{**OPTIONS, "batch_size": 4})
 
 
 def test_checkpoints_are_complete_and_leave_no_temporary_directories(tmp_path, reference):
@@ -202,4 +167,4 @@ def test_checkpoints_are_complete_and_leave_no_temporary_directories(tmp_path, r
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "model"]
     assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["model.safetensors", "state.json", "training_state.pt"]
     progress = json.loads((out / "checkpoint" / "state.json").read_text())
-    assert (progress["epoch"], progress["step"], progress["batch_in_epoch"]) == (EPOCHS, TOTAL, 0)
+    assert (progress["epoch"], progress["step"], progress["sampler"]["position"]) == (EPOCHS, TOTAL, 0)

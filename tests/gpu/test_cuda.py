@@ -2,7 +2,7 @@
 
 CI machines have no GPU, so these skip there; run them where one is (``pytest tests/gpu``).
 The models are tiny and random: what is checked is that CUDA gives the CPU's answers and
-that every path runs, not speed (``bench/gpu.sh`` measures that).
+that every path runs, not speed (``bench/bench_gpu.py`` measures that).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import finetuner
-from tests.core.test_fit import topic_pairs
+from tests.core.helpers import topic_pairs
 from tests.ddp import spawn
 from tests.text.tiny_models import write_bert
 

@@ -134,3 +134,15 @@ def test_unreadable_image_file_is_named(model, tmp_path):
     broken.write_bytes(b"not an image")
     with pytest.raises(finetuner.DataError, match=f"item 0: cannot read image file {broken}"):
         model.tower("image").preprocess([broken])
+
+
+@pytest.mark.parametrize(("modality", "items"), [("text", TEXTS), ("image", [_picture(), _picture((20, 30))])])
+def test_bf16_inference_runs_each_tower_on_a_bf16_copy_close_to_autocast(model, modality, items):
+    tower = model.eval().tower(modality)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = torch.nn.functional.normalize(tower(tower.preprocess(items)).float(), dim=-1).numpy()
+    assert "_bf16_copy" not in tower.__dict__
+    copied = finetuner.encode(model, items, modality=modality, precision="bf16", device="cpu")
+    _, copy_ = tower.__dict__["_bf16_copy"]
+    assert {p.dtype for p in copy_.parameters()} == {torch.bfloat16}
+    assert float((autocast * copied).sum(1).min()) > 0.99

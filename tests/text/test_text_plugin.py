@@ -14,6 +14,7 @@ import torch
 
 import finetuner
 import finetuner_text
+import finetuner_text.plugin
 from tests.hubcache import use_hf_home
 from tests.text.tiny_models import (
     BERT_ID,
@@ -126,7 +127,7 @@ def test_hf_prefix_errors(tmp_path):
 
 
 def test_names_outside_the_family_are_left_to_others():
-    assert finetuner_text.finetuner_resolve_backbone("timm/resnet18", local_dir=None) is None
+    assert finetuner_text.plugin.finetuner_resolve_backbone("timm/resnet18", local_dir=None) is None
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max"])

@@ -128,7 +128,7 @@ def test_bf16_inference_runs_a_folded_bf16_copy_that_follows_weight_changes() ->
 
 
 def test_unfoldable_backbones_still_run_in_bf16(caplog) -> None:
-    from finetuner.models.inference import fold_batch_norm
+    from finetuner_vision.tower import fold_batch_norm
 
     class Untraceable(nn.Module):
         def __init__(self) -> None:

@@ -132,3 +132,82 @@ def test_corrupt_file_names_the_file_and_index(effnet, image_files) -> None:
 def test_unsupported_items_are_data_errors(effnet, item, message: str) -> None:
     with pytest.raises(finetuner.DataError, match=f"item 0: .*{message}"):
         effnet.tower().preprocess([item])
+
+
+# --- every mode and bit depth read faithfully; out-of-range, NaN and empty images refused ---------
+
+
+def grey_variants(gray: np.ndarray) -> dict[str, Image.Image]:
+    """The same grey picture in each deeper-than-8-bit PIL mode."""
+    return {
+        "I;16": Image.fromarray(gray.astype(np.uint16) * 257),
+        "I": Image.fromarray(gray.astype(np.int32) * 257),
+        "F": Image.fromarray(gray.astype(np.float32) / 255),
+    }
+
+
+def test_16_bit_32_bit_and_float_grey_read_like_8_bit(effnet, tmp_path: Path, rgb_array) -> None:
+    gray = np.asarray(Image.fromarray(rgb_array).convert("L"))
+    variants = grey_variants(gray)
+    assert [image.mode for image in variants.values()] == ["I;16", "I", "F"]
+    variants["I;16"].save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    items = [Image.fromarray(gray), tmp_path / "deep.png", *variants.values()]
+    pixels = effnet.tower().preprocess(items)["pixel_values"]
+    for index in range(1, len(items)):  # resized as floats rather than by PIL: the same picture within rounding
+        torch.testing.assert_close(pixels[index], pixels[0], rtol=0, atol=0.05)
+
+
+def test_transparent_pixels_are_white_and_other_modes_convert_exactly(effnet, tmp_path: Path, rgb_array) -> None:
+    pil = Image.fromarray(rgb_array)
+    clear = pil.convert("RGBA")
+    clear.putalpha(0)
+    Image.new("P", pil.size, 0).save(tmp_path / "clear.png", transparency=0)  # palette entry 0 (black) is transparent
+    clear_palette = Image.open(tmp_path / "clear.png")
+    assert clear_palette.mode == "P" and "transparency" in clear_palette.info
+    bits = pil.convert("L").point(lambda v: 255 if v > 128 else 0).convert("1")
+    items = [
+        Image.new("RGB", pil.size, (255, 255, 255)),
+        clear,
+        Image.merge("LA", (pil.convert("L"), Image.new("L", pil.size, 0))),
+        clear_palette,
+        pil.convert("CMYK"),
+        pil,
+        bits,
+        bits.convert("L"),
+    ]
+    pixels = effnet.tower().preprocess(items)["pixel_values"]
+    for index in (1, 2, 3):  # fully transparent RGBA, LA and P: white
+        torch.testing.assert_close(pixels[index], pixels[0], rtol=0, atol=0)
+    torch.testing.assert_close(pixels[4], pixels[5], rtol=0, atol=0)
+    torch.testing.assert_close(pixels[6], pixels[7], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (torch.rand(3, 8, 8) * 255, r"the float image tensor has values in \[.*\], outside \[0, 1\]"),
+        (torch.rand(3, 8, 8) - 0.5, r"outside \[0, 1\]"),
+        (torch.full((3, 8, 8), float("nan")), "the float image tensor has NaN pixels"),
+        (Image.fromarray(np.full((8, 8), 200, dtype=np.float32)), r"mode 'F', white = 1\) has values in \[200, 200\]"),
+        (Image.fromarray(np.full((8, 8), np.nan, dtype=np.float32)), r"mode 'F', white = 1\) has NaN pixels"),
+        (Image.fromarray(np.full((8, 8), -5, dtype=np.int32)), r"mode 'I', white = 65535\) has values in \[-7.6.*e-05"),
+        (Image.new("RGB", (0, 0)), r"the image is empty \(0x0 pixels\)"),
+        (Image.new("L", (5, 0)), r"the image is empty \(5x0 pixels\)"),
+        (np.zeros((0, 0, 3), dtype=np.uint8), r"the numpy image is empty \(shape \(0, 0, 3\)\)"),
+        (torch.zeros(3, 0, 4), r"the image tensor is empty \(shape \(3, 0, 4\)\)"),
+    ],
+    ids=["floats-0-255", "negative", "nan", "F-0-255", "F-nan", "I-negative", "0x0", "5x0", "array-0x0", "tensor-3x0x4"],
+)
+def test_out_of_range_nan_and_empty_images_are_refused_naming_the_item(effnet, rgb_array, item, message: str) -> None:
+    with pytest.raises(finetuner.DataError, match=f"item 1: .*{message}"):
+        effnet.tower().preprocess([rgb_array, item])
+
+
+def test_an_empty_image_file_is_named(effnet, tmp_path: Path, rgb_array) -> None:
+    Image.new("RGB", (1, 1)).save(tmp_path / "empty.png")
+    data = bytearray((tmp_path / "empty.png").read_bytes())
+    data[16:24] = (0).to_bytes(4, "big") * 2  # IHDR width and height: 0x0
+    (tmp_path / "empty.png").write_bytes(bytes(data))
+    with pytest.raises(finetuner.DataError, match=r"item 1: .*empty\.png"):
+        effnet.tower().preprocess([rgb_array, tmp_path / "empty.png"])

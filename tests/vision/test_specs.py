@@ -134,6 +134,6 @@ def test_timm_models_without_a_pooled_output_are_refused_clearly() -> None:
 
 
 def test_names_outside_the_timm_family_are_not_resolved_by_the_plugin() -> None:
-    import finetuner_vision
+    from finetuner_vision import plugin
 
-    assert finetuner_vision.finetuner_resolve_backbone("hf:some/model") is None
+    assert plugin.finetuner_resolve_backbone("hf:some/model") is None

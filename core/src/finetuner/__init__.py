@@ -7,20 +7,39 @@ deep-learning library; the rest is imported on first use.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetuner.errors import (
     ArtifactError,
     DataError,
+    ExportError,
     FinetunerError,
+    HubError,
     ModelNotAvailableError,
+    OptionError,
     PluginError,
     TrainingError,
     UnknownNameError,
 )
 from finetuner.hookspecs import hookimpl
 from finetuner.registry import TASKS, BackboneSpec, get_spec, list_models
-from finetuner.table import describe_models
+from finetuner.report.backbones import describe_models
+
+if TYPE_CHECKING:  # what _LAZY imports on first use, re-exported (`as`) for type checkers and IDEs
+    from finetuner.artifacts import load as load
+    from finetuner.artifacts import save as save
+    from finetuner.data.load import load_data as load_data
+    from finetuner.ecosystem import export_sentence_transformers as export_sentence_transformers
+    from finetuner.ecosystem import export_timm as export_timm
+    from finetuner.ecosystem import export_transformers as export_transformers
+    from finetuner.encoding import encode as encode
+    from finetuner.evaluation.evaluate import evaluate as evaluate
+    from finetuner.export import export_onnx as export_onnx
+    from finetuner.hub import push_to_hub as push_to_hub
+    from finetuner.models.build import build_model as build_model
+    from finetuner.models.embedding import EmbeddingModel as EmbeddingModel
+    from finetuner.models.tower import Tower as Tower
+    from finetuner.training.fit import fit as fit
 
 __version__ = "0.1.0"
 
@@ -30,6 +49,10 @@ _LAZY = {
     "Tower": "finetuner.models.tower",
     "encode": "finetuner.encoding",
     "export_onnx": "finetuner.export",
+    "export_sentence_transformers": "finetuner.ecosystem",
+    "export_transformers": "finetuner.ecosystem",
+    "export_timm": "finetuner.ecosystem",
+    "push_to_hub": "finetuner.hub",
     "save": "finetuner.artifacts",
     "load": "finetuner.artifacts",
     "fit": "finetuner.training.fit",
@@ -42,8 +65,11 @@ __all__ = [
     "ArtifactError",
     "BackboneSpec",
     "DataError",
+    "ExportError",
     "FinetunerError",
+    "HubError",
     "ModelNotAvailableError",
+    "OptionError",
     "PluginError",
     "TrainingError",
     "UnknownNameError",

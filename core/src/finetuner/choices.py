@@ -2,3 +2,5 @@
 
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("torch", "onnx", "onnx-int8")
+QUANTIZATIONS = ("int8",)

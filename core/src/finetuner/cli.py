@@ -6,12 +6,13 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 import warnings
 
 from finetuner.errors import FinetunerError
 
 # Each module defines NAME, HELP, add_arguments(parser) and run(args) -> int; heavy imports stay inside run().
-COMMANDS = ("models", "plugins", "fit", "encode", "evaluate", "export", "report", "demo")
+COMMANDS = ("models", "plugins", "fit", "encode", "evaluate", "export", "push", "report", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"finetuner.commands.{name}")
-        sub = subparsers.add_parser(module.NAME, help=module.HELP, description=module.__doc__)
+        sub = subparsers.add_parser(  # the help shows the module docstring as written: its examples one per line
+            module.NAME, help=module.HELP, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
     return parser
@@ -34,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"finetuner: warning: {message}\n"
     try:
         return args.run(args)
-    except FinetunerError as exc:
+    except (FinetunerError, OSError) as exc:  # the user's to fix (options, data, a full disk): one line; -v: the traceback
+        if args.verbose:
+            traceback.print_exc()
         print(f"finetuner: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # fit has said where its last checkpoint is
         return 130

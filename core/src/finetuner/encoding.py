@@ -1,7 +1,8 @@
-"""encode(): raw items to a float32 numpy array of embeddings."""
+"""encode(): raw items to a float32 numpy array of embeddings, in one process or sharded over torchrun's ranks."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from finetuner.choices import BACKENDS
+from finetuner.errors import UnknownNameError
 from finetuner.models.embedding import EmbeddingModel
 from finetuner.runtime import autocast, compiled, eval_mode, move, prepare, resolve_device, resolve_precision
+
+Forward = Callable[[Any, dict[str, torch.Tensor], str], torch.Tensor]  # (tower, features, modality) -> embeddings
 
 
 def encode(
@@ -26,25 +31,25 @@ def encode(
 ) -> np.ndarray:
     """Embed items into an ``[N, output_dim]`` float32 array, in input order.
 
-    ``model`` is an :class:`EmbeddingModel` or an artifact directory. For two-tower models
+    ``model`` is an :class:`EmbeddingModel`, an artifact directory or a backbone name (built
+    with its pretrained weights, see :func:`as_model`). For two-tower models
     ``modality="text"`` or ``"image"`` picks the tower; without it strings go to the text
     tower and everything else (PIL images, arrays, tensors) to the image tower.
     ``backend="onnx"`` (or ``"onnx-int8"``) runs the graphs ``finetuner export --onnx`` wrote
     into the artifact with onnxruntime, in fp32 (an in-memory model is exported first); see
-    :mod:`finetuner.export`. ``precision`` is ``"auto"`` (bf16 autocast where the hardware runs
+    :mod:`finetuner.onnx_runtime`. ``precision`` is ``"auto"`` (bf16 autocast where the hardware runs
     it fast, else fp32), ``"fp32"`` or ``"bf16"``; the result is float32 either way.
     ``compile=True`` runs the towers through :func:`torch.compile` (the first batches compile).
     """
+    if backend not in BACKENDS:
+        raise UnknownNameError("backend", backend, BACKENDS)
+    if isinstance(model, (str, Path)) and not _is_artifact_folder(model):
+        model = as_model(model)  # a backbone name; an artifact stays a folder, for its ONNX graphs
     if backend != "torch":
-        from finetuner.export import onnx_forward
-
-        model, forward = onnx_forward(model, backend, device)
+        model, forward = _onnx(model, backend == "onnx-int8", resolve_device(device))
         where = next(model.parameters()).device  # the torch model only preprocesses: leave it where it is
         return _run(model, items, model.output_dim, forward, batch_size, modality, "fp32", where, False)
-    if isinstance(model, (str, Path)):
-        from finetuner.artifacts import load
-
-        model = load(model)
+    model = as_model(model)
     return _run(
         model,
         items,
@@ -56,6 +61,67 @@ def encode(
         device,
         compile,
     )
+
+
+def encode_sharded(
+    model: EmbeddingModel | str | Path,
+    items: Sequence[Any],
+    *,
+    all_ranks: bool = False,
+    device: str | torch.device = "auto",
+    **options: Any,
+) -> np.ndarray | None:
+    """:func:`encode` spread over the ranks of a torchrun launch.
+
+    Each rank embeds a contiguous shard of ``items`` on its own device; the rows come back in
+    input order on rank 0 (on every rank with ``all_ranks=True``) and None elsewhere. In a
+    single process this is plain ``encode``. ``options`` go to ``encode`` (batch_size,
+    modality, precision, backend); ``model`` is an EmbeddingModel or an artifact directory.
+    """
+    from finetuner.training.distributed import DistributedContext, shard
+
+    context = DistributedContext.setup(device)
+    part = shard(len(items), context.rank, context.world_size)
+    local = encode(model, list(items[part.start : part.stop]), device=context.device, **options)
+    return context.gather_rows(local, to_all=all_ranks)
+
+
+def as_model(model: EmbeddingModel | str | Path) -> EmbeddingModel:
+    """An :class:`EmbeddingModel` as it is, an artifact folder loaded, or a backbone name built with pretrained weights.
+
+    Anything else raises an error saying to pass an artifact folder or to build the model first.
+    """
+    from finetuner.artifacts import CONFIG_FILE, load
+    from finetuner.errors import ArtifactError
+
+    if isinstance(model, EmbeddingModel):
+        return model
+    if _is_artifact_folder(model):
+        return load(model)
+    hint = (
+        "Pass the folder finetuner.save() or fit() wrote, or a model name (`finetuner models` lists them); "
+        "for a model with options, build it first: finetuner.encode(finetuner.build_model(NAME, ...), items)"
+    )
+    if isinstance(model, str):
+        from finetuner.models.build import build_model
+        from finetuner.plugins import get_manager
+
+        try:
+            return build_model(model)
+        except UnknownNameError as exc:
+            if exc.kind != "model":
+                raise
+            if not Path(model).exists():
+                names = get_manager().registry.names()
+                raise UnknownNameError("model", exc.name, names, hint=f"{model!r} is no artifact folder either. {hint}") from None
+    raise ArtifactError(f"{model} is not a finetuner artifact: {CONFIG_FILE} is missing. {hint}")
+
+
+def _is_artifact_folder(path: str | Path) -> bool:
+    from finetuner._atomic import current
+    from finetuner.artifacts import CONFIG_FILE
+
+    return (current(Path(path)) / CONFIG_FILE).is_file()
 
 
 def embed_backbone(
@@ -75,11 +141,27 @@ def embed_backbone(
     )
 
 
+def _onnx(model: EmbeddingModel | str | Path, int8: bool, device: torch.device) -> tuple[EmbeddingModel, Forward]:
+    """The model (it preprocesses) and a forward through its ONNX graphs; an in-memory model is exported to a temporary folder."""
+    from finetuner.onnx_runtime import ONNX_DIR, exported_folder, graphs_forward
+
+    if isinstance(model, EmbeddingModel):
+        from finetuner.export import export_onnx
+
+        with tempfile.TemporaryDirectory(prefix="finetuner-onnx-") as folder:
+            exported = export_onnx(model, Path(folder) / ONNX_DIR, quantize="int8" if int8 else None)
+            return model, graphs_forward(exported, int8, device)
+    from finetuner.artifacts import load
+
+    folder = exported_folder(model, int8)
+    return load(model), graphs_forward(folder, int8, device)
+
+
 def _run(
     model: EmbeddingModel,
     items: Sequence[Any],
     dim: int,
-    forward: Callable[[Any, dict[str, torch.Tensor], str], torch.Tensor],
+    forward: Forward,
     batch_size: int,
     modality: str | None,
     precision: str,

@@ -36,8 +36,20 @@ class DataError(FinetunerError, ValueError):
     """Input data that cannot be read; the message names the file, row or argument."""
 
 
+class OptionError(FinetunerError, ValueError):
+    """An argument whose value is not valid, or not possible here (``device="cuda"`` without a GPU)."""
+
+
 class ArtifactError(FinetunerError):
-    """An artifact directory that is missing, incomplete or unsafe to load."""
+    """An artifact directory that is missing, incomplete or unsafe to load, or a path it must not be written to."""
+
+
+class ExportError(FinetunerError):
+    """An ONNX export that failed or did not reproduce the torch model."""
+
+
+class HubError(FinetunerError):
+    """An upload to the Hugging Face Hub that cannot start (offline, unreachable, no token) or failed."""
 
 
 class ModelNotAvailableError(FinetunerError):

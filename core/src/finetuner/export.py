@@ -1,16 +1,10 @@
-"""ONNX export of a model's towers, and encoding with onnxruntime (the ``onnx`` extra).
+"""ONNX export of a model's towers, checked against torch (the ``onnx`` extra).
 
 :func:`export_onnx` (``finetuner export --onnx ARTIFACT``) writes one graph per tower into
-``ARTIFACT/onnx/``: ``<modality>.onnx`` computes what ``EmbeddingModel.forward`` does for that
-modality (tower, projection, normalisation). Its inputs are exactly the keys of the tower's
-``preprocess`` output, with dynamic batch and token axes; its output ``embedding`` is
-``[N, output_dim]`` float32. ``towers.json`` lists the files and input names. Every graph is
-checked against torch on a batch of another shape than the traced one and is kept only
+``ARTIFACT/onnx/``, in the layout :mod:`finetuner.onnx_runtime` describes and runs. Every graph
+is checked against torch on a batch of another shape than the traced one and is kept only
 when no value differs by more than 1e-4. ``quantize="int8"`` adds ``<modality>.int8.onnx``:
 weights quantised to int8 per channel, activations quantised on the fly (dynamic).
-
-``finetuner.encode(artifact, items, backend="onnx")`` (or ``"onnx-int8"``) runs those graphs;
-preprocessing, sorting by size and batching are the torch path's own.
 """
 
 from __future__ import annotations
@@ -18,10 +12,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import shutil
-import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from finetuner.artifacts import _replace
-from finetuner.errors import ArtifactError, FinetunerError, UnknownNameError
+from finetuner._atomic import check_target, write_folder
+from finetuner.choices import QUANTIZATIONS
+from finetuner.errors import ExportError, UnknownNameError
+from finetuner.lora import merged
 from finetuner.models.embedding import EmbeddingModel
+from finetuner.onnx_runtime import INDEX_FILE, ONNX_DIR, OUTPUT, feed, require, session
 
-ONNX_DIR = "onnx"
-INDEX_FILE = "towers.json"
-OUTPUT = "embedding"
 OPSET = 17
 TOLERANCE = 1e-4
-BACKENDS = ("torch", "onnx", "onnx-int8")
-QUANTIZATIONS = ("int8",)
 # Traced with one batch, checked with another of other sizes: a shape baked into the graph fails the check.
 TRACE_TEXTS = ["a short text", "a longer sentence, with punctuation and a few more words in it"]
 CHECK_TEXTS = [
@@ -47,12 +37,6 @@ CHECK_TEXTS = [
     "three words here",
     "a third text, longer than anything in the traced batch, so its token axis must be dynamic",
 ]
-
-Forward = Callable[[Any, dict[str, torch.Tensor], str], torch.Tensor]
-
-
-class ExportError(FinetunerError):
-    """An export that failed or did not reproduce the torch model."""
 
 
 class _TowerGraph(nn.Module):
@@ -66,16 +50,23 @@ class _TowerGraph(nn.Module):
         return self.model(dict(zip(self.names, inputs, strict=True)), self.modality)
 
 
-def export_onnx(model: EmbeddingModel | str | Path, output: str | Path | None = None, *, quantize: str | None = None) -> Path:
+def export_onnx(
+    model: EmbeddingModel | str | Path,
+    output: str | Path | None = None,
+    *,
+    quantize: str | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Export every tower of ``model`` (an artifact directory or an EmbeddingModel) to ONNX.
 
     Files go to ``output`` (default ``ARTIFACT/onnx``; required for an in-memory model),
-    written atomically. Raises :class:`ExportError` when a graph does not match torch within
-    1e-4. Returns the folder.
+    written atomically; an existing ``output`` is replaced only when it is an export or an
+    empty folder, or with ``overwrite=True``. Raises :class:`ExportError` when a graph does not
+    match torch within 1e-4. Returns the folder.
     """
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise UnknownNameError("quantize", quantize, QUANTIZATIONS)
-    _require_onnxruntime()
+    require("onnx", "onnxruntime")
     if isinstance(model, (str, Path)):
         from finetuner.artifacts import load
 
@@ -85,29 +76,13 @@ def export_onnx(model: EmbeddingModel | str | Path, output: str | Path | None = 
         raise ValueError("export_onnx() of an in-memory model needs output= (a folder)")
     else:
         target, model = Path(output), copy.deepcopy(model).cpu()  # the caller's model keeps its device and mode
+    model = merged(model)  # LoRA adapters folded into the weights: the graph is the plain architecture
+    check_target(target, ours=lambda folder: (folder / INDEX_FILE).is_file(), what="an ONNX export", overwrite=overwrite)
     model.eval()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        index = {}
-        for modality in model.modalities:
-            index[modality] = _export_tower(model, modality, staging, quantize)
+    with write_folder(target) as staging:
+        index = {modality: _export_tower(model, modality, staging, quantize) for modality in model.modalities}
         (staging / INDEX_FILE).write_text(json.dumps(index, indent=2))
-        _replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
-
-
-def _require_onnxruntime() -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:
-        raise FinetunerError(
-            f"ONNX export and the onnx backends need onnx and onnxruntime: pip install 'finetuner-core[onnx]' ({exc})"
-        ) from exc
 
 
 def _samples(modality: str) -> tuple[list[Any], list[Any]]:
@@ -164,7 +139,7 @@ def _export_tower(model: EmbeddingModel, modality: str, folder: Path, quantize: 
             opset_version=OPSET,
         )
         expected = model(check, modality).numpy()
-    actual = _session(path).run([OUTPUT], _feed(check, names))[0]
+    actual = session(path).run([OUTPUT], feed(check, names))[0]
     difference = float(np.abs(actual - expected).max())
     if not difference <= TOLERANCE:  # NaN fails too
         raise ExportError(
@@ -194,70 +169,10 @@ def _quantize(source: Path, check: dict[str, torch.Tensor], names: list[str], ex
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
     finally:
         logging.disable(logging.NOTSET)
-    actual = _session(target).run([OUTPUT], _feed(check, names))[0]
+    actual = session(target).run([OUTPUT], feed(check, names))[0]
     cosine = np.sum(_unit(actual) * _unit(expected), axis=1)
     return {"file": target.name, "scheme": "dynamic int8, per-channel weights", "min_cosine_to_fp32": float(cosine.min())}
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-
-
-def _feed(features: dict[str, torch.Tensor], names: list[str]) -> dict[str, np.ndarray]:
-    return {name: features[name].cpu().numpy() for name in names}
-
-
-def _session(path: Path, device: torch.device | None = None) -> Any:
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()  # as torch would (1 per rank under torchrun)
-    options.log_severity_level = 3  # errors only: graph-optimiser notes are not the user's concern
-    providers = ["CPUExecutionProvider"]
-    if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    return onnxruntime.InferenceSession(str(path), options, providers=providers)
-
-
-def onnx_forward(
-    model: EmbeddingModel | str | Path, backend: str, device: str | torch.device = "auto"
-) -> tuple[EmbeddingModel, Forward]:
-    """The model (for its preprocessing) and a forward that runs its ONNX graphs, for :func:`finetuner.encode`.
-
-    ``model`` is an artifact directory exported with :func:`export_onnx` or an in-memory model,
-    exported to a temporary folder first.
-    """
-    from finetuner.runtime import resolve_device
-
-    if backend not in BACKENDS[1:]:
-        raise UnknownNameError("backend", backend, BACKENDS)
-    _require_onnxruntime()
-    int8 = backend == "onnx-int8"
-    target = resolve_device(device)
-    if isinstance(model, EmbeddingModel):
-        with tempfile.TemporaryDirectory(prefix="finetuner-onnx-") as folder:
-            return model, _forward(export_onnx(model, Path(folder) / ONNX_DIR, quantize="int8" if int8 else None), int8, target)
-    from finetuner.artifacts import load
-
-    folder = Path(model) / ONNX_DIR
-    if not (folder / INDEX_FILE).is_file():
-        raise ArtifactError(
-            f"{model} has no ONNX export ({folder / INDEX_FILE}): run `finetuner export --onnx {model}{' --quantize int8' if int8 else ''}`"
-        )
-    return load(model), _forward(folder, int8, target)
-
-
-def _forward(folder: Path, int8: bool, device: torch.device) -> Forward:
-    """Sessions for every tower in ``folder`` (loaded into memory now) behind the encode loop's forward signature."""
-    index = json.loads((folder / INDEX_FILE).read_text())
-    sessions = {}
-    for modality, entry in index.items():
-        if int8 and "int8" not in entry:
-            raise ArtifactError(f"{folder} has no int8 graph of the {modality} tower: export again with --quantize int8")
-        sessions[modality] = (_session(folder / (entry["int8"]["file"] if int8 else entry["file"]), device), entry["inputs"])
-
-    def forward(tower: Any, features: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
-        session, names = sessions[modality]
-        return torch.from_numpy(session.run([OUTPUT], _feed(features, names))[0])
-
-    return forward

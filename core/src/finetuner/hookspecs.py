@@ -1,12 +1,16 @@
-"""The hooks a finetuner plugin implements.
+"""The hooks a finetuner plugin implements, and the contract of the builders it registers.
 
-A plugin is a module (or package) exposed in the ``finetuner`` entry-point group::
+Writing a plugin
+----------------
 
-    # pyproject.toml of your plugin
+A plugin is a module exposed in the ``finetuner`` entry-point group; finetuner's own
+plugins keep their hooks in ``plugin.py``::
+
+    # pyproject.toml of your distribution
     [project.entry-points.finetuner]
     mymodels = "my_package.plugin"
 
-    # my_package/plugin.py
+    # my_package/plugin.py: imports only finetuner, so listing models stays fast
     import finetuner
 
     @finetuner.hookimpl
@@ -20,8 +24,46 @@ A plugin is a module (or package) exposed in the ``finetuner`` entry-point group
             build="my_package.build:build_encoder",  # imported only when built
         ))
 
-``finetuner models`` then lists ``my-encoder`` and ``finetuner.build_model("my-encoder")``
-imports ``my_package.build`` and calls ``build_encoder(pretrained=True, **options)``.
+``finetuner models`` then lists ``my-encoder``; ``finetuner.build_model("my-encoder")``
+imports ``my_package.build`` and calls ``build_encoder`` as the builder contract below says.
+``examples/tower-from-scratch`` in the repository is a complete plugin that writes its tower.
+
+The builder contract
+--------------------
+
+A spec's ``build`` (a callable, or a ``"module:function"`` string imported when the model is
+built) is called as::
+
+    build(pretrained=True, local_dir=None, **options)
+
+- ``pretrained``: True loads the pretrained weights, from a cache or downloaded; offline,
+  raise :class:`finetuner.ModelNotAvailableError` when they are missing. False builds random
+  weights of the same architecture with no network access and no weights download, from
+  files on disk only (``local_dir``, a cache, or known hyperparameters).
+- ``local_dir``: None, or, when :func:`finetuner.load` rebuilds a saved model, the artifact's
+  copy of the files the tower's ``save_files`` wrote (tokenizer, config, preprocessing). It
+  then comes with ``pretrained=False``, and the model must rebuild from it alone: the
+  original source may be gone. Accept the argument even if your towers write no files.
+- ``**options``: the user's build options (``build_model(name, pooling="cls")``,
+  ``fit(..., model_options=...)``). Saved models record them, all but ``weights`` (a weights
+  file the artifact's own weights replace), and pass them again on load, so they must be
+  JSON-serialisable. Declare them as named parameters: a misspelt option is then refused
+  with the valid names, and a two-tower model routes each option to the tower that takes it.
+
+It returns a :class:`finetuner.models.Tower` (one encoder: ``text-to-text``,
+``image-to-image``) or a :class:`finetuner.models.EmbeddingModel` of a text and an image
+tower (``text-to-image``), whose towers' ``output_dim`` is the spec's. A
+:class:`finetuner.FinetunerError` it raises reaches the user as it is; any other exception
+becomes a :class:`finetuner.PluginError` naming the plugin.
+
+A tower implements ``preprocess`` and ``forward``, and calls its encoder through
+``Tower.run_encoder`` for fast bf16 inference (see :class:`finetuner.models.Tower`). Optionally
+it names the Hub id its weights came from (``base_model``, for model cards) and writes itself in
+other libraries' formats (``export_formats`` and ``export_files``: see :mod:`finetuner.ecosystem`), and
+randomly transforms its inputs while training (``augmentation``, what ``fit(augment=...)`` switches on).
+A tower whose architecture :mod:`finetuner.lora` does not know names the linear layers
+``fit(lora=True)`` adapts (``lora_targets``).
+Plugins import only :mod:`finetuner` and :mod:`finetuner.models`; other modules are internal.
 """
 
 from __future__ import annotations
@@ -44,7 +86,7 @@ def finetuner_register_backbones(register: Callable[[BackboneSpec], None]) -> No
     """Register this plugin's backbones: call ``register(BackboneSpec(...))`` once per model.
 
     Keep it cheap: build nothing and import no deep-learning library here; the spec's
-    ``build`` is called only when a user builds the model.
+    ``build`` is called only when a user builds the model (see the builder contract above).
     """
 
 

@@ -17,9 +17,9 @@ INSTALL_HINT = "Install backbones with: pip install finetuner-vision finetuner-t
 class BackboneSpec:
     """Cheap metadata about one backbone plus a lazy builder.
 
-    ``build`` is a callable or a ``"module:function"`` string; it is called as
-    ``build(pretrained=True, **options)`` and returns a :class:`finetuner.models.Tower`
-    (one encoder) or an :class:`finetuner.EmbeddingModel` (several towers).
+    ``build`` is a callable or a ``"module:function"`` string, imported when the model is
+    built; how it is called and what it returns is the builder contract in
+    :mod:`finetuner.hookspecs`.
     """
 
     name: str

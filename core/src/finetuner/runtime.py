@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from finetuner.choices import DEVICES, PRECISIONS
-from finetuner.errors import UnknownNameError
+from finetuner.errors import OptionError, UnknownNameError
 
 logger = logging.getLogger("finetuner")
 
@@ -23,11 +23,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.split(":")[0] not in DEVICES:
-        raise UnknownNameError("device", device, DEVICES)
+    if not isinstance(device, str) or device.split(":")[0] not in DEVICES:
+        raise UnknownNameError("device", str(device), DEVICES)
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but no CUDA GPU is available; use device='cpu' or 'auto'")
-    return torch.device(device)
+        raise OptionError(f"device={device!r} was asked for but no CUDA GPU is available; use device='cpu' or 'auto'")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise OptionError(f"device={device!r} is not a device: use cpu, cuda, cuda:N or auto") from None
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise OptionError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    return resolved
 
 
 @functools.cache
@@ -100,10 +106,10 @@ def compiled(model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
     Only the forward function is compiled, the module is never wrapped, so ``state_dict`` keys
     (and saved artifacts) are the same as without compiling. Compiled code is cached per tower
     class and reused by later calls; entering again for a tower already compiled does nothing.
-    Towers' bf16 inference copies (:mod:`finetuner.models.inference`) are compiled on their own,
+    Towers' bf16 inference copies (:meth:`finetuner.models.Tower.run_encoder`) are compiled on their own,
     with their weights frozen into the graph.
     """
-    from finetuner.models.inference import compiling_copies
+    from finetuner.models._inference import compiling_copies
 
     towers = [t for t in getattr(model, "towers", {}).values() if "forward" not in vars(t)] if enabled else []
     for tower in towers:

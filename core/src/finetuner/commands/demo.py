@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from finetuner.commands import positive_int
+
 NAME = "demo"
 HELP = "fine-tune a model on embedded data and show before/after metrics"
 
@@ -11,13 +13,12 @@ HELP = "fine-tune a model on embedded data and show before/after metrics"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from finetuner.demo.run import DEMOS, describe
 
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "demos:\n" + describe()
     parser.add_argument("--task", choices=list(DEMOS), default="text-to-text", help="which demo (default: text-to-text)")
     parser.add_argument(
         "--output-dir", default="finetuner-demo", help="where the artifact and report go (default: finetuner-demo)"
     )
-    parser.add_argument("--epochs", type=int, help="override the demo's number of epochs")
+    parser.add_argument("--epochs", type=positive_int, help="override the demo's number of epochs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from finetuner.choices import BACKENDS, PRECISIONS
+from finetuner.commands import positive_int
+
 NAME = "encode"
 HELP = "embed a file of texts or a folder of images into a .npy array"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
-BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("text", "image"),
         help="the tower to use (two-tower models; default: text for a file, image for a folder)",
     )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="items per encoding batch (default: 64)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="compute precision (default: auto)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument(
         "--backend",
@@ -64,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
     import finetuner
     from finetuner.artifacts import read_config
+    from finetuner.encoding import encode_sharded
     from finetuner.errors import DataError
-    from finetuner.training.distributed import encode_sharded
 
     items, suggested = read_items(args.input)
     source = Path(args.model)

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from finetuner.choices import PRECISIONS
+from finetuner.commands import positive_int
 from finetuner.data.types import KINDS
 
 NAME = "evaluate"
@@ -24,22 +25,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--k",
         nargs="+",
-        type=int,
+        type=positive_int,
         default=[1, 5, 10, 20],
         metavar="K",
         help="cut-offs for the ranking metrics (default: 1 5 10 20)",
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="items per encoding batch (default: 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="items per encoding batch (default: 64)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="compute precision (default: auto)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument(
+        "--wise-ft",
+        type=alphas,
+        metavar="ALPHAS",
+        help="WiSE-FT: the metrics of alpha * the model + (1 - alpha) * its pretrained backbone at each alpha, "
+        "e.g. 0,0.25,0.5,0.75,1; builds the backbone with pretrained=True, so its weights must be cached or downloadable",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from finetuner.data import load_data
-    from finetuner.evaluation import evaluate, render
+    from finetuner.evaluation import evaluate
+    from finetuner.report.metrics import render
 
     if Path(args.model).is_dir():
         from finetuner.artifacts import load
@@ -50,8 +59,31 @@ def run(args: argparse.Namespace) -> int:
 
         model = build_model(args.model)
     data = load_data(args.data, kind=args.kind)
-    results = evaluate(
-        model, data, k=args.k, metrics=args.metrics, batch_size=args.batch_size, precision=args.precision, device=args.device
-    )
+    options = {
+        "k": args.k,
+        "metrics": args.metrics,
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+        "device": args.device,
+    }
+    if args.wise_ft:
+        from finetuner.report.metrics import render_by_alpha
+        from finetuner.training.wise_ft import evaluate_alphas, pretrained_weights
+
+        by_alpha = evaluate_alphas(model, data, args.wise_ft, pretrained_weights(model), **options)
+        print(json.dumps({str(a): m for a, m in by_alpha.items()}, indent=2) if args.json else render_by_alpha(by_alpha))
+        return 0
+    results = evaluate(model, data, **options)
     print(json.dumps(results, indent=2) if args.json else render(results))
     return 0
+
+
+def alphas(text: str) -> list[float]:
+    """An argparse type: comma-separated numbers from 0 to 1."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0,0.5,1") from None
+    if not all(0 <= value <= 1 for value in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: each alpha must be from 0 to 1")
+    return values

@@ -1,13 +1,20 @@
-"""Export a fine-tuned artifact's towers to ONNX, checked against torch (needs the `onnx` extra).
+"""Export a fine-tuned artifact to ONNX (checked against torch; the `onnx` extra) or to another library's folder.
 
-Example::
+Examples::
 
     finetuner export --onnx finetuner-run/model --quantize int8
     finetuner encode finetuner-run/model texts.txt -o texts.npy --backend onnx-int8
+    finetuner export --sentence-transformers finetuner-run/model -o my-model
+    finetuner export --transformers clip-run/model -o my-clip
+    finetuner export --timm image-run/model -o my-timm-model
 
-Writes ARTIFACT/onnx/<modality>.onnx (tower, projection, normalisation; inputs named as the
-tower's preprocessing outputs, dynamic batch and token axes), <modality>.int8.onnx with
+--onnx writes ARTIFACT/onnx/<modality>.onnx (tower, projection, normalisation; inputs named as
+the tower's preprocessing outputs, dynamic batch and token axes), <modality>.int8.onnx with
 --quantize int8, and towers.json listing them.
+
+--sentence-transformers (text models), --transformers (CLIP models: one CLIPModel) and --timm
+(timm image models) write a folder that library loads with no finetuner import, with a
+README.md model card (default: ARTIFACT/<format>). See finetuner.ecosystem.
 """
 
 from __future__ import annotations
@@ -15,23 +22,44 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from finetuner.choices import QUANTIZATIONS
+
 NAME = "export"
-HELP = "export an artifact to ONNX (optionally int8) for onnxruntime"
+HELP = "export an artifact to ONNX, or to a sentence-transformers, transformers or timm folder"
+FORMAT_HELP = {
+    "sentence-transformers": "a sentence-transformers folder (text models): SentenceTransformer(DIR) loads it",
+    "transformers": "a transformers folder (CLIP models): CLIPModel.from_pretrained(DIR) loads it",
+    "timm": 'a timm folder (timm image models): timm.create_model("local-dir:DIR", pretrained=True) loads it',
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", type=Path, help="artifact directory (from fit or finetuner.save)")
-    parser.add_argument("--onnx", action="store_true", required=True, help="export to ONNX (the one format so far)")
-    parser.add_argument("--output", type=Path, help="folder for the graphs (default: ARTIFACT/onnx)")
-    parser.add_argument("--quantize", choices=("int8",), help="also write a dynamically quantised int8 graph per tower")
+    formats = parser.add_mutually_exclusive_group(required=True)
+    formats.add_argument("--onnx", action="store_true", help="ONNX graphs for onnxruntime")
+    for fmt, text in FORMAT_HELP.items():
+        formats.add_argument(f"--{fmt}", dest="format", action="store_const", const=fmt, help=text)
+    parser.add_argument("-o", "--output", type=Path, help="folder to write (default: ARTIFACT/onnx or ARTIFACT/<format>)")
+    parser.add_argument("--quantize", choices=QUANTIZATIONS, help="also write a dynamically quantised int8 graph per tower")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT even when finetuner did not write it")
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from finetuner.export import INDEX_FILE, export_onnx
+    if args.format:
+        from finetuner.ecosystem import export_to
+        from finetuner.errors import OptionError
 
-    folder = export_onnx(args.artifact, args.output, quantize=args.quantize)
+        if args.quantize:
+            raise OptionError("--quantize applies to --onnx only")
+        print(f"{args.format}: {export_to(args.artifact, args.format, args.output, overwrite=args.overwrite)}")
+        return 0
+
+    from finetuner.export import export_onnx
+    from finetuner.onnx_runtime import INDEX_FILE
+
+    folder = export_onnx(args.artifact, args.output, quantize=args.quantize, overwrite=args.overwrite)
     for modality, entry in json.loads((folder / INDEX_FILE).read_text()).items():
         line = f"{modality}: {folder / entry['file']} (inputs {', '.join(entry['inputs'])}; max |onnx - torch| {entry['max_abs_diff']:.1e})"
         if "int8" in entry:

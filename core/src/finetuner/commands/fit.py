@@ -6,7 +6,8 @@ Example::
     finetuner fit --config run.yaml --resume
 
 The config file holds fit() keyword arguments, e.g. ``model: bert-base-cased``,
-``train_data: train.csv``, ``epochs: 3``, ``loss: CoSENTLoss``.
+``train_data: train.csv``, ``epochs: 3``, ``loss: CoSENTLoss``; ``loss_options`` and
+``optimizer_options`` (mappings) are set there only.
 """
 
 from __future__ import annotations
@@ -15,46 +16,65 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from finetuner.commands import positive_int
+from finetuner.training.options import OptionSpec, option_specs
+
 NAME = "fit"
 HELP = "fine-tune a backbone on your data"
 
-# flag -> (type, help); each becomes a fit() keyword argument of the same name with '_' for '-'
-FLAGS: dict[str, tuple[Any, str]] = {
+# fit()'s own arguments: flag -> (type, help), each a keyword argument of the same name with '_' for '-';
+# its options (FitOptions) get their flags from their declarations
+ARGUMENTS: dict[str, tuple[Any, str]] = {
     "model": (str, "backbone name (see `finetuner models`), TEXT+IMAGE for a two-tower model, or an artifact directory"),
     "train-data": (str, "CSV file or image folder to train on"),
     "eval-data": (str, "CSV file or image folder to evaluate on before and after training"),
     "output-dir": (str, "where the artifact (output-dir/model), checkpoints and report go (default: finetuner-run)"),
     "kind": (str, "force the data kind: pairs, labeled or scored (default: inferred)"),
-    "loss": (str, "loss name (default: by data kind)"),
-    "miner": (str, "pytorch-metric-learning miner name, for labeled data"),
-    "epochs": (int, "passes over the training data (default 1)"),
-    "batch-size": (int, "examples per batch (default 32)"),
-    "learning-rate": (float, "peak learning rate (default 2e-5)"),
-    "optimizer": (str, "any torch.optim optimizer by name (default AdamW)"),
-    "scheduler": (str, "linear, cosine or constant (default linear, with warmup)"),
-    "weight-decay": (float, "weight decay (default 0.01)"),
-    "warmup-ratio": (float, "share of steps spent warming up (default 0.1)"),
-    "gradient-accumulation-steps": (int, "batches per optimizer step (default 1)"),
-    "output-dim": (int, "add a projection head to this dimension"),
-    "seed": (int, "random seed (default 0)"),
-    "device": (str, "cpu, cuda or auto (default auto)"),
-    "precision": (str, "auto, fp32 or bf16 (default auto: bf16 where the hardware runs it fast)"),
-    "num-workers": (int, "DataLoader worker processes for preprocessing (default 0)"),
+    "output-dim": (positive_int, "add a projection head to this dimension"),
+}
+SWITCHES = {
+    "freeze": "freeze the backbone, train only the head (needs --output-dim)",
+    "resume": "continue from the last checkpoint in the output directory",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML file of fit() options")
-    for flag, (kind, text) in FLAGS.items():
+    for flag, (kind, text) in ARGUMENTS.items():
         parser.add_argument(f"--{flag}", type=kind, help=text)
-    parser.add_argument(
-        "--freeze", action="store_true", default=None, help="freeze the backbone, train only the head (needs --output-dim)"
-    )
-    parser.add_argument(
-        "--resume", action="store_true", default=None, help="continue from the last checkpoint in the output directory"
-    )
-    parser.add_argument("--compile", action="store_true", default=None, help="run the towers through torch.compile")
+    for flag, text in SWITCHES.items():
+        parser.add_argument(f"--{flag}", action="store_true", default=None, help=text)
+    options = parser.add_argument_group("training options (fit() keyword arguments of the same name with '_' for '-')")
+    for spec in option_specs():
+        if spec.flag:
+            _add_option(options, spec)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_option(group: argparse._ArgumentGroup, spec: OptionSpec) -> None:
+    """The flag of one option; its value, a string, is converted and checked by FitOptions."""
+    text = spec.help
+    if spec.choices is not None:
+        text += f"; one of {', '.join(_shown(c) for c in spec.choices)}"
+    if spec.range is not None:
+        text += f"; in {spec.range}"
+    if spec.default is not None:
+        text += f" (default: {_shown(spec.default)})"
+    flag, text = "--" + spec.name.replace("_", "-"), text.replace("%", "%%")
+    if spec.types == (bool,):
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+    elif spec.types == (bool, dict):  # alone: true; or false, or a YAML mapping ("{r: 8, alpha: 16}")
+        group.add_argument(flag, nargs="?", const="true", metavar="true|false|{KEY: VALUE, ...}", help=text)
+    else:
+        group.add_argument(flag, nargs="+" if tuple in spec.types else None, help=text)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return str(value)
 
 
 def options_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -70,14 +90,15 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
         except FileNotFoundError as exc:
             raise DataError(f"config file {args.config} does not exist") from exc
         except yaml.YAMLError as exc:
-            raise DataError(f"config file {args.config} is not valid YAML: {exc}") from exc
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise DataError(f"config file {args.config} is not valid YAML{where}: {problem}") from exc
         if not isinstance(loaded, dict):
             raise DataError(f"config file {args.config} must hold a mapping of fit() options")
         options.update(loaded)
-    for flag in [*FLAGS, "freeze", "resume", "compile"]:
-        value = getattr(args, flag.replace("-", "_"))
-        if value is not None:
-            options[flag.replace("-", "_")] = value
+    names = [flag.replace("-", "_") for flag in [*ARGUMENTS, *SWITCHES]] + [s.name for s in option_specs() if s.flag]
+    options.update({name: getattr(args, name) for name in names if getattr(args, name) is not None})
     if args.quiet:
         options["verbose"] = False
     for required in ("model", "train_data"):

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from finetuner.registry import list_models
-    from finetuner.table import describe_models
+    from finetuner.report.backbones import describe_models
 
     if args.json:
         print(json.dumps([dict(s.row(), aliases=list(s.aliases), plugin=s.plugin) for s in list_models(args.task)], indent=2))

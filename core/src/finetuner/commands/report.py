@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from finetuner.reporting import write_report
+    from finetuner.report.training import write_report
 
     report = write_report(args.artifact, args.output)
     print(report.text)

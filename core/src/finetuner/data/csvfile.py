@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from finetuner.data.table import KNOWN_NAMES, Table, is_number
+from finetuner.data.rows import KNOWN_NAMES, Table, is_number
 from finetuner.errors import DataError
 
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -81,6 +81,7 @@ def decode(raw: bytes, path: Path, encoding: str | None) -> str:
 
 def parse_records(text: str, path: Path, delimiter: str) -> list[tuple[int, list[str]]]:
     """(first line of the record, its fields) for each non-blank record; quoted fields may span lines."""
+    csv.field_size_limit(2**31 - 1)  # a long cell (a whole document) is data; the default limit is 128 KiB
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     records: list[tuple[int, list[str]]] = []
     previous = 0

@@ -10,7 +10,7 @@ from typing import Any
 from finetuner.data.csvfile import read_table_file
 from finetuner.data.folders import read_image_folder
 from finetuner.data.memory import table_from_memory
-from finetuner.data.table import to_data
+from finetuner.data.rows import to_data
 from finetuner.data.types import KINDS, LabeledData, PairData, RetrievalData, ScoredData
 from finetuner.errors import DataError
 

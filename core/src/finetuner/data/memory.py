@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from finetuner.data.table import Table
+from finetuner.data.rows import Table
 from finetuner.errors import DataError
 
 

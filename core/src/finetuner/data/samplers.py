@@ -28,7 +28,7 @@ import numpy as np
 from finetuner.errors import DataError
 
 
-class _ResumableBatchSampler:
+class ResumableBatchSampler:
     """What the samplers share: seeding, epochs, position, sharding and state."""
 
     def __init__(self, num_items: int, batch_size: int, seed: int, rank: int, world_size: int) -> None:
@@ -106,7 +106,7 @@ class _ResumableBatchSampler:
         self.position = position
 
 
-class ClassBalancedBatchSampler(_ResumableBatchSampler):
+class ClassBalancedBatchSampler(ResumableBatchSampler):
     """Batches of ``batch_size`` items with ``m`` items from each of ``batch_size // m`` classes.
 
     Classes are drawn in proportion to their items not yet used this epoch, so each item is
@@ -236,7 +236,7 @@ def _check_class_sizes(members: dict[Hashable, list[int]]) -> None:
     )
 
 
-class NoDuplicatesBatchSampler(_ResumableBatchSampler):
+class NoDuplicatesBatchSampler(ResumableBatchSampler):
     """Shuffled batches in which no two pairs share a key value, for in-batch-negative losses.
 
     ``keys`` has one entry per pair, a tuple of hashable values such as ``(query, document)``
@@ -300,7 +300,7 @@ class NoDuplicatesBatchSampler(_ResumableBatchSampler):
             batches.append(batch)
 
 
-class ShuffledBatchSampler(_ResumableBatchSampler):
+class ShuffledBatchSampler(ResumableBatchSampler):
     """Batches of a new random permutation of ``range(num_items)`` each epoch (scored pairs, or any data).
 
     Every global batch is full: with ``drop_last=True`` the incomplete last one is dropped;

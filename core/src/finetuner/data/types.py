@@ -8,8 +8,12 @@ is an image.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
+
+import numpy as np
 
 
 @dataclass
@@ -72,3 +76,20 @@ class RetrievalData:
 
 Data = PairData | LabeledData | ScoredData | RetrievalData
 KINDS = ("pairs", "labeled", "scored", "retrieval")
+
+
+def distinct(items: Sequence[Any]) -> tuple[list[Any], np.ndarray]:
+    """The distinct items, in order of first appearance, and each item's place among them.
+
+    Strings, paths and numbers are the same item when equal; images, arrays and tensors only
+    when they are the same object.
+    """
+    places: dict[Any, int] = {}
+    unique, inverse = [], np.empty(len(items), dtype=np.int64)
+    for i, item in enumerate(items):
+        key = (0, item) if isinstance(item, (str, bytes, Path, int, float, np.generic)) else (1, id(item))
+        if key not in places:
+            places[key] = len(unique)
+            unique.append(item)
+        inverse[i] = places[key]
+    return unique, inverse

@@ -83,7 +83,7 @@ def _build(demo: Demo) -> Any:
 def run_demo(task: str = "text-to-text", output_dir: str | Path = "finetuner-demo", **overrides: Any) -> Any:
     """Fine-tune the demo of ``task``; prints before/after metrics and writes the artifact and report."""
     from finetuner.errors import UnknownNameError
-    from finetuner.evaluation.report import compare
+    from finetuner.report.metrics import compare
     from finetuner.training.fit import fit
 
     if task not in DEMOS:

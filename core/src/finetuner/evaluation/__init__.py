@@ -1,6 +1,8 @@
-"""Retrieval and similarity metrics, exact chunked top-k search, before/after reports."""
+"""Retrieval and similarity metrics, exact chunked top-k search, example queries; :func:`evaluate` runs them.
+
+The tables that show the numbers are in :mod:`finetuner.report.metrics`.
+"""
 
 from finetuner.evaluation.evaluate import evaluate
-from finetuner.evaluation.report import compare, render
 
-__all__ = ["compare", "evaluate", "render"]
+__all__ = ["evaluate"]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finetuner.data.types import LabeledData, PairData, RetrievalData, ScoredData
+from finetuner.data.types import LabeledData, PairData, RetrievalData, ScoredData, distinct
 from finetuner.errors import DataError, FinetunerError, UnknownNameError
 from finetuner.evaluation.metrics import (
     AT_K,
@@ -18,17 +18,18 @@ from finetuner.evaluation.metrics import (
     CORRELATIONS,
     Judgments,
     binary_ideal,
+    k_of,
     parse_at_k,
     pearson,
     ranking_metrics,
     spearman,
 )
-from finetuner.evaluation.retrieval import iter_top_k
-from finetuner.models.embedding import EmbeddingModel
 
 logger = logging.getLogger("finetuner")
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported on first use: finetuner.evaluation.metrics stays light for the report
     import torch
+
+    from finetuner.models.embedding import EmbeddingModel
 
 DATA_TYPES = (PairData, LabeledData, ScoredData, RetrievalData)
 DIRECTIONS = ("t2i", "i2t")
@@ -96,6 +97,8 @@ class _Ranking:
 
 
 def _as_model(model: Any) -> EmbeddingModel:
+    from finetuner.models.embedding import EmbeddingModel
+
     if isinstance(model, (str, Path)):
         from finetuner.artifacts import load
 
@@ -154,7 +157,7 @@ def _select(kind: str, ks: list[int], metrics: str | Sequence[str] | None, direc
             chosen[d].update(names)
     order = [*AT_K, *AT_R, *CORRELATIONS]
     return {
-        d: sorted(names, key=lambda n: (order.index(n.partition("@")[0] if n not in order else n), _k_of(n)))
+        d: sorted(names, key=lambda n: (order.index(n.partition("@")[0] if n not in order else n), k_of(n) or 0))
         for d, names in chosen.items()
     }
 
@@ -176,24 +179,6 @@ def _match(name: str, kind: str, ks: list[int], valid: list[str]) -> list[str]:
     raise UnknownNameError("metric", name, valid, hint=f"(for {kind} data)")
 
 
-def _k_of(name: str) -> int:
-    _, _, k = name.partition("@")
-    return int(k) if k.isdigit() else 0
-
-
-def _unique(items: Sequence[Any]) -> tuple[list[Any], np.ndarray]:
-    """Distinct items (strings, paths and numbers by value, images and arrays by identity) and each item's position among them."""
-    positions: dict[Any, int] = {}
-    unique, inverse = [], np.empty(len(items), dtype=np.int64)
-    for i, item in enumerate(items):
-        key = (0, item) if isinstance(item, (str, bytes, Path, int, float, np.generic)) else (1, id(item))
-        if key not in positions:
-            positions[key] = len(unique)
-            unique.append(item)
-        inverse[i] = positions[key]
-    return unique, inverse
-
-
 def _embed(model: EmbeddingModel, items: Sequence[Any], modality: str | None, options: dict[str, Any]) -> np.ndarray:
     """L2-normalised float32 embeddings (cosine similarity is then an inner product)."""
     from finetuner.encoding import encode
@@ -208,7 +193,7 @@ def _embed(model: EmbeddingModel, items: Sequence[Any], modality: str | None, op
 
 def _embed_all(model: EmbeddingModel, items: Sequence[Any], modality: str | None, options: dict[str, Any]) -> np.ndarray:
     """Embeddings for every item, each distinct item encoded once."""
-    unique, inverse = _unique(items)
+    unique, inverse = distinct(items)
     return _embed(model, unique, modality, options)[inverse]
 
 
@@ -228,7 +213,7 @@ def _labeled(model: EmbeddingModel, data: LabeledData, modality: str | None, opt
     if len(data.items) != len(data.labels):
         raise DataError(f"{data.source}: {len(data.items)} items but {len(data.labels)} labels")
     embeddings = _embed_all(model, data.items, modality, options)
-    _, codes = _unique(data.labels)
+    _, codes = distinct(data.labels)
     num_relevant = np.bincount(codes)[codes] - 1
     logger.info("evaluating %s: %d items, each against the rest", data.source, len(codes))
     return _Ranking(
@@ -247,8 +232,8 @@ def _pairs(
     if len(data.queries) != len(data.documents):
         raise DataError(f"{data.source}: {len(data.queries)} queries but {len(data.documents)} documents")
     two_way = directions == list(DIRECTIONS)
-    left, left_of_pair = _unique(data.queries)
-    right, right_of_pair = _unique(data.documents)
+    left, left_of_pair = distinct(data.queries)
+    right, right_of_pair = distinct(data.documents)
     left_embeddings = _embed(model, left, "text" if two_way else modality, options)
     right_embeddings = _embed(model, right, "image" if two_way else modality, options)
     logger.info("evaluating %s: %d queries against %d documents", data.source, len(left), len(right))
@@ -289,6 +274,7 @@ def _retrieval(model: EmbeddingModel, data: RetrievalData, modality: str | None,
 
 def _score(ranking: _Ranking, names: list[str], device: str | torch.device) -> dict[str, float]:
     """Average each metric over the queries that have at least one relevant document."""
+    from finetuner.evaluation.retrieval import iter_top_k
     from finetuner.runtime import resolve_device
 
     evaluated = np.flatnonzero(ranking.num_relevant > 0)
@@ -296,7 +282,7 @@ def _score(ranking: _Ranking, names: list[str], device: str | torch.device) -> d
         raise DataError(
             "no query has a relevant document: labeled data needs a label with two items or more, retrieval data a qrel with grade 1 or more"
         )
-    max_k = max((_k_of(n) for n in names), default=0)
+    max_k = max((k_of(n) or 0 for n in names), default=0)
     ks = np.full(len(evaluated), max(max_k, 1))
     if any(n in AT_R for n in names):
         ks = np.maximum(ks, ranking.num_relevant[evaluated])

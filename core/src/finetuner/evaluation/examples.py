@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from finetuner.data.types import LabeledData, PairData, RetrievalData
+from finetuner.data.types import LabeledData, PairData, RetrievalData, distinct
 from finetuner.models.embedding import EmbeddingModel
 
 MAX_CORPUS = 256
@@ -95,10 +95,10 @@ def select_examples(data: Any, *, count: int = 5, max_corpus: int = MAX_CORPUS, 
     if isinstance(data, LabeledData):
         return _labeled(data, count, max_corpus, rng)
     if isinstance(data, PairData):
-        queries, query_of_pair = _distinct(data.queries)
-        corpus, document_of_pair = _distinct(data.documents)
+        queries, query_of_pair = distinct(data.queries)
+        corpus, document_of_pair = distinct(data.documents)
         relevant: list[set[int]] = [set() for _ in queries]
-        for q, d in zip(query_of_pair, document_of_pair, strict=True):
+        for q, d in zip(query_of_pair.tolist(), document_of_pair.tolist(), strict=True):
             relevant[q].add(d)
         return _judged(queries, corpus, relevant, count, max_corpus, rng)
     if isinstance(data, RetrievalData):
@@ -162,19 +162,6 @@ def _fill(needed: list[int], size: int, max_corpus: int, rng: np.random.Generato
     others = np.setdiff1d(np.arange(size), np.fromiter(taken, dtype=np.int64, count=len(taken)))
     extra = rng.choice(others, size=max(0, min(len(others), max_corpus - len(taken))), replace=False).tolist()
     return sorted(taken.union(extra))
-
-
-def _distinct(items: Sequence[Any]) -> tuple[list[Any], list[int]]:
-    """Distinct items (text and paths by value, in-memory images by identity) and each item's place among them."""
-    places: dict[Any, int] = {}
-    unique, inverse = [], []
-    for item in items:
-        key = (0, item) if isinstance(item, (str, Path)) else (1, id(item))
-        if key not in places:
-            places[key] = len(unique)
-            unique.append(item)
-        inverse.append(places[key])
-    return unique, inverse
 
 
 def _normalised(model: EmbeddingModel, items: list[Any], options: dict[str, Any]) -> np.ndarray:

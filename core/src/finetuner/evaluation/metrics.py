@@ -117,6 +117,12 @@ def parse_at_k(name: str) -> tuple[str, int]:
     return family, int(k)
 
 
+def k_of(name: str) -> int | None:
+    """The k of a metric name (``"t2i/recall@10"`` -> 10); None for one without (``"map@r"``, ``"spearman"``)."""
+    _, at, k = name.rpartition("/")[2].partition("@")
+    return int(k) if at and k.isdigit() else None
+
+
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     denominator = np.asarray(denominator, dtype=np.float64)
     return np.divide(numerator, denominator, out=np.zeros_like(numerator, dtype=np.float64), where=denominator > 0)

@@ -16,7 +16,8 @@ kind       call                                built-in names (aliases)
 =========  ==================================  ======================================
 pairs      ``loss(queries, documents,          MultipleNegativesRankingLoss (mnrl,
            logit_scale=model.logit_scale)``    infonce, in-batch); ClipLoss (clip),
-           (text-to-image: texts, images)      which needs the model's logit_scale
+           (text-to-image: texts, images)      which needs the model's logit_scale;
+                                               SigLIPLoss (siglip, sigmoid)
 labeled    ``loss(items, labels=int_tensor)``  any pytorch-metric-learning loss, e.g.
                                                TripletMarginLoss, ArcFaceLoss, SupConLoss
 scored     ``loss(a, b, scores=float_tensor)`` CoSENTLoss (cosent),
@@ -57,6 +58,7 @@ from finetuner.losses.metric_learning import (
     miner_names,
 )
 from finetuner.losses.scored import CoSENTLoss, CosineSimilarityLoss
+from finetuner.losses.siglip import SigLIPLoss
 from finetuner.registry import TASKS
 
 BUILTIN_LOSSES: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
@@ -64,6 +66,7 @@ BUILTIN_LOSSES: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
     "ClipLoss": (ClipLoss, ("clip",)),
     "CoSENTLoss": (CoSENTLoss, ("cosent",)),
     "CosineSimilarityLoss": (CosineSimilarityLoss, ("cosine",)),
+    "SigLIPLoss": (SigLIPLoss, ("siglip", "sigmoid")),
 }
 _KIND_DATA = {"pairs": "pairs (query, document)", "labeled": "labeled items", "scored": "scored pairs (a, b, score)"}
 
@@ -75,6 +78,7 @@ __all__ = [
     "Loss",
     "MetricLoss",
     "MultipleNegativesRankingLoss",
+    "SigLIPLoss",
     "build_loss",
     "build_metric_loss",
     "build_miner",
@@ -93,10 +97,17 @@ def _check_kind_task(kind: str, task: str) -> None:
         raise UnknownNameError("task", task, TASKS)
 
 
-def default_loss(kind: str, task: str) -> str:
-    """pairs -> MultipleNegativesRankingLoss (ClipLoss for text-to-image), labeled -> TripletMarginLoss, scored -> CoSENTLoss."""
+def default_loss(kind: str, task: str, model: nn.Module | None = None) -> str:
+    """pairs -> MultipleNegativesRankingLoss (ClipLoss for text-to-image), labeled -> TripletMarginLoss, scored -> CoSENTLoss.
+
+    For pairs, a ``model`` whose towers all name the same ``default_loss`` (SigLIP's towers
+    name SigLIPLoss) gets that loss instead.
+    """
     _check_kind_task(kind, task)
     if kind == "pairs":
+        named = {getattr(tower, "default_loss", None) for tower in getattr(model, "towers", {}).values()}
+        if len(named) == 1 and None not in named:
+            return named.pop()
         return "ClipLoss" if task == "text-to-image" else "MultipleNegativesRankingLoss"
     return DEFAULT_METRIC_LOSS if kind == "labeled" else "CoSENTLoss"
 

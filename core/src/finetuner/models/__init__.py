@@ -1,7 +1,10 @@
-"""Embedding models: towers (an encoder with its preprocessing), pooling, projection."""
+"""Embedding models: towers (an encoder with its preprocessing), pooling, projection.
+
+With :mod:`finetuner`, this is the API plugins build on: every other module is internal.
+"""
 
 from finetuner.models.embedding import EmbeddingModel
-from finetuner.models.pooling import GeM, TokenPooling, pool_tokens
+from finetuner.models.pooling import TOKEN_POOLINGS, GeM, TokenPooling, pool_tokens
 from finetuner.models.tower import Tower
 
-__all__ = ["EmbeddingModel", "GeM", "TokenPooling", "Tower", "pool_tokens"]
+__all__ = ["TOKEN_POOLINGS", "EmbeddingModel", "GeM", "TokenPooling", "Tower", "pool_tokens"]

@@ -19,10 +19,7 @@ def build_towers(name: str, *, pretrained: bool = True, **options: Any) -> tuple
     """Build one backbone: its towers, its initial logit scale (two-tower backbones) and its source record."""
     local_dir = options.get("local_dir")
     spec = get_spec(name, str(local_dir) if local_dir is not None else None)
-    try:
-        builder = spec.builder()
-    except Exception as exc:
-        raise _builder_failed(spec, name, exc) from exc
+    builder = _builder(spec, name)
     _check_options(builder, name, options)
     try:
         built = builder(pretrained=pretrained, **options)
@@ -52,6 +49,7 @@ def build_towers(name: str, *, pretrained: bool = True, **options: Any) -> tuple
         "plugin": spec.plugin,
         "options": {k: _jsonable(v) for k, v in options.items() if k not in WEIGHT_OPTIONS},
         "modalities": list(towers),
+        "base_model": next((t.base_model for t in towers.values() if t.base_model), None),
     }
     return towers, logit_scale, source
 
@@ -69,9 +67,10 @@ def build_model(
 
     ``"TEXT+IMAGE"`` (for example ``"all-MiniLM-L6-v2+efficientnet_b0"``) joins a text and an
     image backbone into a two-tower text-to-image model; ``output_dim`` then sets the shared
-    space (each tower gets a projection head). Other options go to the plugin's builder
-    (``pooling=``, ``weights=PATH``, ``max_length=``, ...). ``freeze`` freezes every tower
-    (True) or the named ones (``"image"``).
+    space (each tower gets a projection head), and options go to the tower that takes them
+    (see :func:`build_two_tower`). Other options go to the plugin's builder (``pooling=``,
+    ``weights=PATH``, ``max_length=``, ...). ``freeze`` freezes every tower (True) or the
+    named ones (``"image"``).
     """
     if "+" in name and get_spec_or_none(name) is None:
         return build_two_tower(
@@ -93,10 +92,20 @@ def build_two_tower(
     pretrained: bool = True,
     text_options: dict[str, Any] | None = None,
     image_options: dict[str, Any] | None = None,
+    **options: Any,
 ) -> EmbeddingModel:
-    """Join any text backbone and any image backbone into one text-to-image model."""
-    text_towers, _, text_source = build_towers(text, **{"pretrained": pretrained, **(text_options or {})})
-    image_towers, _, image_source = build_towers(image, **{"pretrained": pretrained, **(image_options or {})})
+    """Join any text backbone and any image backbone into one text-to-image model.
+
+    ``options`` go to the one tower whose builder takes them by name (``image_size=`` to a
+    timm or torchvision image tower, ``max_length=`` to a text tower); an option both builders
+    take goes in ``text_options={...}`` or ``image_options={...}`` (where ``pretrained`` may
+    differ from the model's: ``image_options={"pretrained": False}``). An option no builder names
+    goes to the one builder that takes any (``**options``). Anything else is a
+    :class:`FinetunerError` naming the option and each tower's options.
+    """
+    routed = route_options({"text": text, "image": image}, options, {"text": text_options, "image": image_options})
+    text_towers, _, text_source = build_towers(text, **{"pretrained": pretrained, **routed["text"]})
+    image_towers, _, image_source = build_towers(image, **{"pretrained": pretrained, **routed["image"]})
     for label, towers, wanted in (("text", text_towers, text), ("image", image_towers, image)):
         if list(towers) != [label]:
             raise ValueError(f"{wanted!r} is not a {label} backbone (it has towers {list(towers)})")
@@ -110,11 +119,59 @@ def build_two_tower(
     return model
 
 
+def route_options(
+    names: dict[str, str], options: dict[str, Any], explicit: dict[str, dict[str, Any] | None]
+) -> dict[str, dict[str, Any]]:
+    """Each tower's builder options: its ``explicit`` ones, plus the ``options`` only its builder takes.
+
+    ``names`` maps a tower (``"text"``) to its backbone name. An option taken by several
+    builders, or by none, raises a :class:`FinetunerError`.
+    """
+    routed = {tower: dict(explicit.get(tower) or {}) for tower in names}
+    accepted = {tower: _accepted(_builder(get_spec(name), name)) for tower, name in names.items()}
+    for option, value in options.items():
+        named = [tower for tower, (valid, _) in accepted.items() if option in valid]
+        takers = named or [tower for tower, (_, takes_any) in accepted.items() if takes_any]
+        if len(takers) == 1:
+            routed[takers[0]][option] = value
+            continue
+        towers = "; ".join(
+            f"{tower} tower {names[tower]!r}: {', '.join(valid) or '(none)'}{' and any other (**options)' if takes_any else ''}"
+            for tower, (valid, takes_any) in accepted.items()
+        )
+        if takers:
+            raise FinetunerError(
+                f"option {option!r} is taken by the {' and the '.join(takers)} towers ({towers}): say which with "
+                + " or ".join(f"{tower}_options={{{option!r}: ...}}" for tower in takers)
+            )
+        valid = sorted({name for named_options, _ in accepted.values() for name in named_options})
+        raise UnknownNameError(f"option for {'+'.join(names.values())!r}", option, valid, hint=f"By tower: {towers}.")
+    return routed
+
+
+def _accepted(builder: Any) -> tuple[list[str], bool]:
+    """The options ``builder`` takes by name (``pretrained`` aside), and whether it takes any (``**options``)."""
+    try:
+        parameters = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):
+        return [], True
+    named = [p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "pretrained"]
+    return named, any(p.kind is p.VAR_KEYWORD for p in parameters)
+
+
 def get_spec_or_none(name: str):
     try:
         return get_spec(name)
     except FinetunerError:
         return None
+
+
+def _builder(spec: Any, name: str) -> Any:
+    """The spec's builder, imported; a failure is the plugin's, and says so."""
+    try:
+        return spec.builder()
+    except Exception as exc:
+        raise _builder_failed(spec, name, exc) from exc
 
 
 def _builder_failed(spec: Any, name: str, exc: Exception) -> PluginError:
@@ -123,16 +180,10 @@ def _builder_failed(spec: Any, name: str, exc: Exception) -> PluginError:
 
 def _check_options(builder: Any, name: str, options: dict[str, Any]) -> None:
     """A misspelt option is the user's mistake, not the plugin's: name it and the valid ones."""
-    try:
-        parameters = inspect.signature(builder).parameters
-    except (TypeError, ValueError):
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    valid = [n for n, p in parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "pretrained"]
-    for option in options:
-        if option not in parameters:
-            raise UnknownNameError(f"option for {name!r}", option, valid)
+    valid, takes_any = _accepted(builder)
+    unknown = [option for option in options if option not in valid]
+    if unknown and not takes_any:
+        raise UnknownNameError(f"option for {name!r}", unknown[0], valid)
 
 
 def _jsonable(value: Any) -> Any:

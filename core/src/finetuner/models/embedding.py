@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from finetuner.errors import OptionError, UnknownNameError
 from finetuner.models.tower import Tower
 
 CLIP_INITIAL_LOGIT_SCALE = math.log(1 / 0.07)
@@ -45,6 +46,7 @@ class EmbeddingModel(nn.Module):
             )
         else:
             self.logit_scale = None
+        self.lora: dict[str, Any] | None = None  # LoRA settings and adapted layers by tower, when adapted (finetuner.lora)
 
     @property
     def modalities(self) -> list[str]:
@@ -70,10 +72,10 @@ class EmbeddingModel(nn.Module):
     def tower(self, modality: str | None = None) -> Tower:
         if modality is None:
             if len(self.towers) > 1:
-                raise ValueError(f"this model has towers {self.modalities}: say which with modality=")
+                raise OptionError(f"this model has towers {self.modalities}: say which with modality=")
             return next(iter(self.towers.values()))
         if modality not in self.towers:
-            raise ValueError(f"this model has no {modality!r} tower; it has {self.modalities}")
+            raise UnknownNameError("tower", str(modality), self.modalities)
         return self.towers[modality]
 
     def forward(self, features: dict[str, torch.Tensor], modality: str | None = None) -> torch.Tensor:
@@ -94,23 +96,27 @@ class EmbeddingModel(nn.Module):
         return [p for t in self.towers.values() for p in t.parameters()]
 
     def freeze(self, towers: bool | str | Sequence[str] = True) -> None:
-        """Freeze the backbone of every tower (True) or of the named ones; projections stay trainable."""
+        """Freeze the backbone of every tower (True) or of the named ones; projections stay trainable.
+
+        A tower with a LoRA adapter that is not frozen trains its adapter only.
+        """
         if towers is False:
             names: list[str] = []
         elif towers is True:
             names = self.modalities
-        else:
+        elif isinstance(towers, str) or (isinstance(towers, Sequence) and all(isinstance(t, str) for t in towers)):
             names = [towers] if isinstance(towers, str) else list(towers)
+        else:
+            raise OptionError(f"freeze must be True, False, a tower name or a list of them ({self.modalities}), got {towers!r}")
         for name in names:
-            self.tower(name)
+            if name not in self.towers:
+                raise UnknownNameError("tower to freeze", name, self.modalities, hint="freeze= names towers by modality.")
         for name, tower in self.towers.items():
             tower.requires_grad_(name not in names)
+            if self.lora is not None and name in self.lora["target_modules"] and name not in names:
+                from finetuner.lora import freeze_base
+
+                freeze_base(tower)
 
     def frozen_modalities(self) -> list[str]:
         return [m for m, t in self.towers.items() if not any(p.requires_grad for p in t.parameters())]
-
-    def encode(self, items: Sequence[Any], **options: Any) -> Any:
-        """Embed raw items; see :func:`finetuner.encode`."""
-        from finetuner.encoding import encode
-
-        return encode(self, items, **options)

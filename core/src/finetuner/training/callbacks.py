@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetuner.errors import TrainingError
+from finetuner.errors import OptionError, TrainingError
 
 
 @dataclass
@@ -70,7 +70,7 @@ class Callback:
 
 def _check_mode(mode: str) -> str:
     if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        raise OptionError(f"mode must be 'min' or 'max', got {mode!r}")
     return mode
 
 
@@ -108,9 +108,9 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str, mode: str = "max", patience: int = 3, min_delta: float = 0.0) -> None:
         if not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be a positive integer, got {patience!r}")
-        if min_delta < 0:
-            raise ValueError(f"min_delta must be 0 or more, got {min_delta!r}")
+            raise OptionError(f"patience must be a positive integer, got {patience!r}")
+        if not isinstance(min_delta, (int, float)) or not min_delta >= 0:
+            raise OptionError(f"min_delta must be 0 or more, got {min_delta!r}")
         self.monitor, self.mode, self.patience, self.min_delta = monitor, _check_mode(mode), patience, min_delta
         self._reset()
 
@@ -186,7 +186,7 @@ class MetricsLogger(Callback):
     def __init__(self, path: str | Path | None = None) -> None:
         self.given = Path(path) if path is not None else None
         if self.given is not None and self.given.suffix not in (".jsonl", ".csv"):
-            raise ValueError(f"MetricsLogger writes .jsonl or .csv files, not {self.given.name!r}")
+            raise OptionError(f"MetricsLogger writes .jsonl or .csv files, not {self.given.name!r}")
         self.path: Path | None = self.given
 
     def on_train_begin(self, state: TrainState) -> None:

@@ -1,4 +1,4 @@
-"""torch.distributed under torchrun: rank, world size, device, DDP wrapping, sharded encoding.
+"""torch.distributed under torchrun: rank, world size, device, DDP wrapping, gathering rows.
 
 Nothing here launches processes: ``torchrun`` starts one per GPU (or several on a CPU
 machine) and sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``; every rank runs the
@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -22,11 +23,16 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
+from finetuner.errors import TrainingError
+from finetuner.models.embedding import EmbeddingModel
+from finetuner.models.tower import Tower
 from finetuner.runtime import resolve_device
 
 logger = logging.getLogger("finetuner")
 T = TypeVar("T")
 GATHER_BYTES = 64 * 2**20  # rows sent per rank and round when gathering embeddings
+# how DistributedDataParallel names the parameters that got no gradient in the last step (by their place in its list)
+UNUSED_INDICES = re.compile(r"Parameter indices which did not receive grad for rank (\d+): ([\d ]+)")
 
 
 @dataclass
@@ -72,14 +78,25 @@ class DistributedContext:
         return cls(rank, torch_dist.get_world_size(), target, local_rank)
 
     def wrap(self, module: torch.nn.Module, ignore: Sequence[str] = ()) -> torch.nn.Module:
-        """``module`` in DistributedDataParallel (itself on one process); ``ignore`` names parameters
-        that get no gradient in a step (DDP would otherwise wait for them)."""
-        if self.world_size == 1:
+        """``module`` in DistributedDataParallel (itself without a process group; a group of one
+        process wraps too, so one GPU runs the path many do); ``ignore`` names parameters that
+        get no gradient in a step (DDP would otherwise wait for them).
+
+        Every other trainable parameter must get a gradient in each step. A tower that leaves some
+        without one on purpose (a branch taken in some steps only) sets ``leaves_parameters_unused
+        = True``, and DDP then looks for unused parameters after each backward, for this model
+        only (it costs a walk of the graph per step). A parameter left without a gradient
+        otherwise stops training with a :class:`TrainingError` naming it and its tower.
+        """
+        if not torch_dist.is_initialized():
             return module
         if ignore:
             torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, list(ignore))
+        declared = [name for name, tower in _towers(module).items() if getattr(tower, "leaves_parameters_unused", False)]
+        if declared:
+            logger.info("%s leave parameters unused: DDP looks for them after each backward", ", ".join(declared))
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=False)
+        return _DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=bool(declared))
 
     def no_sync(self, module: torch.nn.Module, skip: bool) -> contextlib.AbstractContextManager:
         """DDP's ``no_sync`` while ``skip`` (gradient accumulation between optimizer steps)."""
@@ -166,6 +183,67 @@ class DistributedContext:
         return self._object_group
 
 
+class _DistributedDataParallel(torch.nn.parallel.DistributedDataParallel):
+    """DDP whose failure over parameters left without a gradient names them and their towers (DDP gives indices)."""
+
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
+        try:
+            return super().forward(*inputs, **kwargs)
+        except RuntimeError as exc:
+            found = UNUSED_INDICES.search(str(exc))
+            if found is None:
+                raise
+            raise unused_parameters_error(self, int(found.group(1)), [int(i) for i in found.group(2).split()]) from exc
+
+
+def unused_parameters_error(ddp: torch.nn.parallel.DistributedDataParallel, rank: int, indices: list[int]) -> TrainingError:
+    """The error for the parameters at ``indices`` of ``ddp``'s list, which got no gradient on ``rank``."""
+    names = reduced_parameter_names(ddp)
+    towers = _towers(ddp.module)
+    backbones = {
+        modality: source["name"]
+        for model in ddp.module.modules()
+        if isinstance(model, EmbeddingModel)
+        for source in model.sources
+        for modality in source.get("modalities", [])
+    }
+    groups: dict[str, list[str]] = {}
+    for name in (names[i] for i in indices if i < len(names)):
+        owner = next((path for path in towers if name.startswith(path + ".")), None)
+        if owner is None:
+            groups.setdefault("outside the towers", []).append(name)
+            continue
+        tower = towers[owner]
+        backbone = f" of {backbones[tower.modality]!r}" if tower.modality in backbones else ""
+        groups.setdefault(f"the {tower.modality} tower{backbone} ({type(tower).__name__}, {owner})", []).append(
+            name[len(owner) + 1 :]
+        )
+    listed = "; ".join(f"{where}: {', '.join(params)}" for where, params in groups.items())
+    return TrainingError(
+        f"DistributedDataParallel needs a gradient for every trainable parameter in each step, and on rank {rank} "
+        f"these got none: {listed}. Freeze them (requires_grad_(False)) or take them out of the tower; a tower that "
+        "uses them in some steps only sets leaves_parameters_unused = True (on its class, or on the built model's "
+        "tower before passing the model to fit()), and DDP then looks for unused parameters in each step."
+    )
+
+
+def reduced_parameter_names(ddp: torch.nn.parallel.DistributedDataParallel) -> list[str]:
+    """The names of the parameters ``ddp`` reduces, in its order (``_build_params_for_reducer``'s)."""
+    names: list[str] = []
+    seen: set[torch.nn.Parameter] = set()
+    for module_name, module in ddp.module.named_modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            qualified = f"{module_name}.{name}"  # DDP's spelling, "." first at the top
+            if parameter.requires_grad and qualified not in ddp.parameters_to_ignore and parameter not in seen:
+                seen.add(parameter)
+                names.append(qualified.lstrip("."))
+    return names
+
+
+def _towers(module: torch.nn.Module) -> dict[str, Tower]:
+    return {name: tower for name, tower in module.named_modules() if isinstance(tower, Tower)}
+
+
 def _destroy_group() -> None:
     if torch_dist.is_initialized():
         torch_dist.destroy_process_group()
@@ -176,21 +254,3 @@ def shard(count: int, rank: int, world_size: int) -> range:
     base, extra = divmod(count, world_size)
     start = rank * base + min(rank, extra)
     return range(start, start + base + (1 if rank < extra else 0))
-
-
-def encode_sharded(
-    model: Any, items: Sequence[Any], *, all_ranks: bool = False, device: str | torch.device = "auto", **options: Any
-) -> np.ndarray | None:
-    """:func:`finetuner.encode` spread over the ranks of a torchrun launch.
-
-    Each rank embeds a contiguous shard of ``items`` on its own device; the rows come back in
-    input order on rank 0 (on every rank with ``all_ranks=True``) and None elsewhere. In a
-    single process this is plain ``encode``. ``options`` go to ``encode`` (batch_size,
-    modality, precision, backend); ``model`` is an EmbeddingModel or an artifact directory.
-    """
-    from finetuner.encoding import encode
-
-    context = DistributedContext.setup(device)
-    part = shard(len(items), context.rank, context.world_size)
-    local = encode(model, list(items[part.start : part.stop]), device=context.device, **options)
-    return context.gather_rows(local, to_all=all_ranks)

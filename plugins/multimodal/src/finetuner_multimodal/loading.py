@@ -15,7 +15,7 @@ from huggingface_hub import constants
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
 import finetuner
-from finetuner.models.embedding import EmbeddingModel
+from finetuner.models import EmbeddingModel
 from finetuner_multimodal.clip import has_files, not_available
 from finetuner_multimodal.plugin import CLIP_MODELS
 from finetuner_multimodal.towers import ClipImageTower, ClipTextTower
@@ -45,6 +45,8 @@ def load_clip(name: str, *, pretrained: bool, local_dir: str | Path | None, max_
         raise ValueError(f"max_length must be between 3 and {limit} (the text positions of {name}), got {max_length}")
     text = ClipTextTower(clip.text_model, clip.text_projection, tokenizer, clip.config, max_length)
     image = ClipImageTower(clip.vision_model, clip.visual_projection, processor, clip.config)
+    if pretrained and not local_dir:
+        text.base_model = image.base_model = name
     return EmbeddingModel({"text": text, "image": image}, logit_scale=float(clip.logit_scale.detach()))
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from transformers import CLIPConfig, CLIPImageProcessor, PreTrainedTokenizerBase
 
 import finetuner
-from finetuner.models.tower import Tower
+from finetuner.models import Tower
 
 # PIL modes whose values exceed 255, and the value that means white (float images are taken as [0, 1]).
 HIGH_DEPTH_MODES = {"I": 65535.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "F": 1.0}
@@ -23,6 +23,7 @@ class ClipTextTower(Tower):
     """Strings -> CLIP text model -> text projection (``CLIPTextModelWithProjection``'s path)."""
 
     modality = "text"
+    export_formats = ("transformers",)
 
     def __init__(
         self,
@@ -48,7 +49,7 @@ class ClipTextTower(Tower):
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        output = self.text_model(input_ids=features["input_ids"], attention_mask=features["attention_mask"])
+        output = self.run_encoder(self.text_model, input_ids=features["input_ids"], attention_mask=features["attention_mask"])
         return self.text_projection(output.pooler_output)
 
     def item_cost(self, item: Any) -> int:
@@ -57,6 +58,11 @@ class ClipTextTower(Tower):
     def save_files(self, directory: Path) -> None:
         self.tokenizer.save_pretrained(directory)
         self.config.save_pretrained(directory)
+
+    def export_files(self, directory: Path, fmt: str) -> dict[str, torch.Tensor]:
+        """The text half of a ``CLIPModel`` folder: config, tokenizer, and weights under CLIPModel's names."""
+        self.save_files(directory)
+        return dict(self.state_dict())
 
 
 class ClipImageTower(Tower):
@@ -67,6 +73,7 @@ class ClipImageTower(Tower):
     """
 
     modality = "image"
+    export_formats = ("transformers",)
 
     def __init__(
         self,
@@ -88,12 +95,17 @@ class ClipImageTower(Tower):
         return {"pixel_values": pixels["pixel_values"]}
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        output = self.vision_model(pixel_values=features["pixel_values"])
+        output = self.run_encoder(self.vision_model, pixel_values=features["pixel_values"])
         return self.visual_projection(output.pooler_output)
 
     def save_files(self, directory: Path) -> None:
         self.processor.save_pretrained(directory)
         self.config.save_pretrained(directory)
+
+    def export_files(self, directory: Path, fmt: str) -> dict[str, torch.Tensor]:
+        """The image half of a ``CLIPModel`` folder: config, image processor, and weights under CLIPModel's names."""
+        self.save_files(directory)
+        return dict(self.state_dict())
 
 
 def to_rgb_tensor(item: Any, index: int) -> torch.Tensor:

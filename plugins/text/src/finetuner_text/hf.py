@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -14,11 +15,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from finetuner import DataError, Tower
-from finetuner.models import TokenPooling
-from finetuner.models.inference import bf16_inference, free_bf16_copy, run_bf16_copy
-from finetuner.models.pooling import TOKEN_POOLINGS
-from finetuner_text.sources import embedding_dim, not_available, read_json
+from finetuner import DataError
+from finetuner.models import TOKEN_POOLINGS, TokenPooling, Tower
+from finetuner_text.sources import embedding_dim, local_folder, not_available, read_json
 
 DEFAULT_MAX_LENGTH = 256
 POOLING_FILE = "1_Pooling/config.json"
@@ -26,7 +25,7 @@ ST_CONFIG_FILE = "sentence_bert_config.json"
 # sentence-transformers' (pre-5) pooling flags and the mode each one means here; other modes are unsupported.
 ST_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
 # Attention kernels for batches padded to their longest text, on CUDA: all but cuDNN's, which builds a plan for
-# each new shape (seconds for the first ones, ~10 ms of host time each after) and so starves the GPU here.
+# each new shape (slow for each new one: bench/runs/gpu-h100-2026-11-27) and so starves the GPU here.
 VARYING_LENGTH_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 SORT_WINDOW_BATCHES = 64  # inference batches tokenized and sorted by length together
 
@@ -38,9 +37,14 @@ def _check_strings(items: Sequence[Any], first: int = 0) -> None:
 
 
 class HFTextTower(Tower):
-    """Strings in, pooled token states out; batches are padded to their longest text only."""
+    """Strings in, pooled token states out; batches are padded to their longest text only.
+
+    The bf16 inference copy runs with autocast off: its quality was checked that way (bench/README.md).
+    """
 
     modality = "text"
+    bf16_autocast = False
+    export_formats = ("sentence-transformers",)
 
     def __init__(self, encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pooling: str, max_length: int) -> None:
         super().__init__()
@@ -83,7 +87,7 @@ class HFTextTower(Tower):
     def _pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
         """``input_ids``/``attention_mask`` for token rows, padded as the tokenizer pads (its side and pad id).
 
-        ``tokenizer.pad`` gives the same tensors 16x slower, with a warning for fast tokenizers.
+        ``tokenizer.pad`` gives the same tensors, several times slower and with a warning for fast tokenizers.
         """
         longest = max(len(row) for row in rows)
         input_ids = np.full((len(rows), longest), self.tokenizer.pad_token_id, dtype=np.int64)
@@ -99,15 +103,7 @@ class HFTextTower(Tower):
         mask = features["attention_mask"]
         device = mask.device.type
         with sdpa_kernel(VARYING_LENGTH_ATTENTION) if device == "cuda" else contextlib.nullcontext():
-            if bf16_inference(device):
-                with torch.autocast(device, enabled=False):
-                    hidden = run_bf16_copy(
-                        self, self.encoder, input_ids=features["input_ids"], attention_mask=mask
-                    ).last_hidden_state.float()
-            else:
-                if torch.is_grad_enabled():
-                    free_bf16_copy(self)  # training: free the inference copy
-                hidden = self.encoder(input_ids=features["input_ids"], attention_mask=mask).last_hidden_state
+            hidden = self.run_encoder(self.encoder, input_ids=features["input_ids"], attention_mask=mask).last_hidden_state
         return self.pooling(hidden, mask)
 
     def save_files(self, directory: Path) -> None:
@@ -118,7 +114,23 @@ class HFTextTower(Tower):
         flags = {flag: mode == self.pooling.mode for flag, mode in ST_POOLING_FLAGS.items()}
         (directory / POOLING_FILE).parent.mkdir(parents=True, exist_ok=True)
         (directory / POOLING_FILE).write_text(json.dumps({"word_embedding_dimension": self.output_dim, **flags}, indent=2))
-        (directory / ST_CONFIG_FILE).write_text(json.dumps({"max_seq_length": self.max_length}, indent=2))
+        st_config: dict[str, Any] = {"max_seq_length": self.max_length}
+        if getattr(self.encoder, "pooler", False) is None:  # dropped (without_pooler): sentence-transformers leaves it out too
+            st_config["model_args"] = {"add_pooling_layer": False}
+        (directory / ST_CONFIG_FILE).write_text(json.dumps(st_config, indent=2))
+
+    def export_files(self, directory: Path, fmt: str) -> dict[str, torch.Tensor]:
+        """sentence-transformers' transformer module (these files at the folder root) and ``1_Pooling``; the encoder's weights.
+
+        An encoder whose pooling layer :func:`without_pooler` dropped is loaded without one there too
+        (``model_args``), so transformers reports no missing weights.
+        """
+        self.save_files(directory)
+        if getattr(self.encoder, "pooler", False) is None:
+            config = json.loads((directory / ST_CONFIG_FILE).read_text())
+            config["model_args"] = {"add_pooling_layer": False}
+            (directory / ST_CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        return dict(self.encoder.state_dict())
 
 
 def build_tower(source: str, pretrained: bool = True, pooling: str | None = None, max_length: int | None = None) -> HFTextTower:
@@ -132,12 +144,28 @@ def build_tower(source: str, pretrained: bool = True, pooling: str | None = None
                 encoder = AutoModel.from_config(AutoConfig.from_pretrained(source, trust_remote_code=False))
     except OSError as exc:
         raise not_available(source, str(exc).splitlines()[0]) from exc
-    return HFTextTower(
-        encoder,
+    tower = HFTextTower(
+        without_pooler(encoder),
         tokenizer,
         pooling=pooling or default_pooling(source),
         max_length=check_max_length(max_length, source, encoder, tokenizer),
     )
+    tower.base_model = source if pretrained and local_folder(source) is None else None
+    return tower
+
+
+def without_pooler(encoder: PreTrainedModel) -> PreTrainedModel:
+    """``encoder`` without the pooling layer its class adds by default (BERT's dense + tanh over ``[CLS]``).
+
+    The tower pools token states itself, so that layer would never get a gradient, and
+    DistributedDataParallel would wait for one. It is dropped after loading rather than left out
+    when building (``add_pooling_layer=False``): the checkpoint then loads without an
+    unexpected-keys report, and the emptied slot stays registered, so the weights of an artifact
+    saved with a pooler still load. Classes that take ``add_pooling_layer`` run without one.
+    """
+    if getattr(encoder, "pooler", None) is not None and "add_pooling_layer" in inspect.signature(type(encoder)).parameters:
+        encoder.pooler = None
+    return encoder
 
 
 @contextlib.contextmanager

@@ -22,11 +22,25 @@ from torchvision.transforms.functional import pil_to_tensor
 from finetuner import ArtifactError, DataError
 
 CONFIG_FILE = "image_preprocessing.json"
-SUPPORTED = "an image file path, a PIL image, a numpy HWC or HW uint8 array or a CHW float tensor in [0, 1]"
+SUPPORTED = (
+    "an image file path, a PIL image, a numpy HWC or HW uint8 array, "
+    "or a CHW (or HW) tensor with 1 or 3 channels, uint8 or float in [0, 1]"
+)
+# Grey modes deeper than 8 bits, and the value that is white in each: convert("RGB") would clip them at 255.
+DEEP_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
+ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+WHITE = (255, 255, 255, 255)
 
 
 def load_image(item: Any, index: int) -> Image.Image | torch.Tensor:
-    """One input item as an RGB PIL image or a 3-channel float CHW tensor."""
+    """One input item as an RGB PIL image or a 3-channel float CHW tensor in [0, 1].
+
+    Every PIL mode is read at its own depth: 16- and 32-bit integer grey (``I;16``, ``I``) spans
+    0 to 65535 and float grey (``F``) 0 to 1, as float tensors do; transparent pixels (``RGBA``,
+    ``LA``, ``PA``, ``P`` with transparency) are composited over white; ``1``, ``L``, ``P``,
+    ``CMYK``, ``YCbCr`` convert to RGB. Values outside those ranges, NaN, and an empty (0x0)
+    image raise :class:`DataError` naming the item.
+    """
     if isinstance(item, (str, Path)):
         try:
             with Image.open(item) as opened:
@@ -34,22 +48,35 @@ def load_image(item: Any, index: int) -> Image.Image | torch.Tensor:
                 image.load()
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"item {index}: cannot read image file {str(item)!r}: {exc}") from exc
-        return to_rgb(image)
+        return to_rgb(image, index, item)
     if isinstance(item, Image.Image):
-        return to_rgb(item)
+        return to_rgb(item, index, item)
     if isinstance(item, np.ndarray):
-        return to_rgb(_array_to_image(item, index))
+        return to_rgb(_array_to_image(item, index), index, item)
     if isinstance(item, torch.Tensor):
         return _tensor_to_chw(item, index)
     raise DataError(f"item {index}: cannot embed a {type(item).__name__} as an image; give {SUPPORTED}")
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image, index: int, item: Any) -> Image.Image | torch.Tensor:
+    """``image`` (input ``index``, given as ``item``) as RGB: a PIL image, or a float CHW tensor for deeper modes (see :func:`load_image`)."""
+    described = f"file {str(item)!r}" if isinstance(item, (str, Path)) else "the image"
+    if 0 in image.size:
+        raise DataError(f"item {index}: {described} is empty ({image.width}x{image.height} pixels)")
     if image.mode == "RGB":
         return image
-    if image.mode == "P":  # palette transparency is only kept through RGBA
-        image = image.convert("RGBA")
-    return image.convert("RGB")
+    if image.mode in DEEP_MODES:
+        white = DEEP_MODES[image.mode]
+        grey = torch.from_numpy(np.asarray(image).astype(np.float32)) / white
+        return _in_unit_range(grey, index, f"{described} (mode {image.mode!r}, white = {white})").expand(3, -1, -1)
+    if image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+        return Image.alpha_composite(Image.new("RGBA", image.size, WHITE), image.convert("RGBA")).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as exc:
+        raise DataError(
+            f"item {index}: {described} has image mode {image.mode!r}, which cannot be converted to RGB: {exc}"
+        ) from exc
 
 
 def _array_to_image(array: np.ndarray, index: int) -> Image.Image:
@@ -61,6 +88,8 @@ def _array_to_image(array: np.ndarray, index: int) -> Image.Image:
         array = array[..., 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
         raise DataError(f"item {index}: numpy images must be HW or HWC with 1, 3 or 4 channels, got shape {array.shape}")
+    if 0 in array.shape[:2]:
+        raise DataError(f"item {index}: the numpy image is empty (shape {array.shape})")
     return Image.fromarray(np.ascontiguousarray(array))
 
 
@@ -70,11 +99,26 @@ def _tensor_to_chw(tensor: torch.Tensor, index: int) -> torch.Tensor:
         tensor = tensor.unsqueeze(0)
     if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
         raise DataError(f"item {index}: image tensors must be CHW with 1 or 3 channels (or HW), got shape {tuple(tensor.shape)}")
+    if 0 in tensor.shape[1:]:
+        raise DataError(f"item {index}: the image tensor is empty (shape {tuple(tensor.shape)})")
     if tensor.dtype == torch.uint8:
         tensor = tensor.float() / 255
     elif not tensor.is_floating_point():
         raise DataError(f"item {index}: image tensors must be float in [0, 1] or uint8, got {tensor.dtype}")
-    return tensor.float().expand(3, -1, -1)
+    return _in_unit_range(tensor.float(), index, "the float image tensor").expand(3, -1, -1)
+
+
+def _in_unit_range(pixels: torch.Tensor, index: int, what: str) -> torch.Tensor:
+    """``pixels`` when every value is in [0, 1]; DataError naming the item otherwise (NaN included)."""
+    if bool(pixels.isnan().any()):
+        raise DataError(f"item {index}: {what} has NaN pixels")
+    low, high = float(pixels.min()), float(pixels.max())
+    if low < 0 or high > 1:
+        raise DataError(
+            f"item {index}: {what} has values in [{low:.4g}, {high:.4g}], outside [0, 1]; "
+            "scale it to [0, 1] (divide 8-bit values by 255), or give a uint8 image"
+        )
+    return pixels
 
 
 class ImagePreprocessing:

@@ -12,12 +12,16 @@ from timm.data import resolve_data_config
 
 from finetuner import BackboneSpec, ModelNotAvailableError, PluginError, UnknownNameError
 from finetuner.models import GeM
-from finetuner_vision import TIMM_DESCRIPTION, TIMM_PREFIX, timm_builder
 from finetuner_vision.images import ImagePreprocessing
+from finetuner_vision.plugin import TIMM_DESCRIPTION, TIMM_PREFIX, timm_builder
 from finetuner_vision.tower import POOLINGS, ImageTower
 from finetuner_vision.weights import ALTERNATIVES, ensure_downloadable, load_weights_file, not_available, reachable
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# pretrained_cfg keys that say where the original weights came from, or describe its classifier or
+# other eval sizes: an export's config.json leaves them out (timm's save_for_hf drops the same).
+SOURCE_KEYS = {"url", "file", "hf_hub_id", "hf_hub_filename", "source", "tag", "state_dict", "label_names", "label_descriptions"}
+PREPROCESSING_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 
 class TimmInfo(NamedTuple):
@@ -102,7 +106,7 @@ def build_timm(
     else:
         preprocessing = ImagePreprocessing.from_timm(model)
         preprocessing = preprocessing.with_size(image_size) if image_size is not None else preprocessing
-    return ImageTower(
+    tower = ImageTower(
         model,
         output_dim=info.output_dim,
         preprocessing=preprocessing,
@@ -110,6 +114,30 @@ def build_timm(
         channels_axis=channels_axis,
         channels_last=info.architecture == "CNN",
     )
+    hub_id = model.pretrained_cfg.get("hf_hub_id") if pretrained and weights is None else None
+    tower.base_model = hub_id.split("@")[0] if hub_id else None
+    return tower
+
+
+def timm_config(model: torch.nn.Module, preprocessing: dict[str, object]) -> dict[str, object]:
+    """timm's ``config.json`` for ``model`` as a feature extractor (``num_classes`` 0) with ``preprocessing``.
+
+    ``timm.create_model("local-dir:FOLDER", pretrained=True)`` rebuilds it from this and the
+    folder's ``model.safetensors``; a model built for another input size records it in ``model_args``.
+    """
+    cfg = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in model.pretrained_cfg.items()
+        if k not in SOURCE_KEYS and not k.startswith("test_") and v is not None
+    }
+    cfg.update({k: preprocessing[k] for k in PREPROCESSING_KEYS if k in preprocessing})
+    cfg.update(num_classes=0, custom_load=False)
+    if cfg["input_size"] != list(model.pretrained_cfg["input_size"]):
+        cfg.pop("pool_size", None)  # the feature map size of the default input
+    config: dict[str, object] = {"architecture": cfg.pop("architecture"), "num_classes": 0, "num_features": model.num_features}
+    if cfg.get("fixed_input_size"):
+        config["model_args"] = {"img_size": list(cfg["input_size"][1:])}
+    return {**config, "pretrained_cfg": cfg}
 
 
 def _gem_channels_axis(name: str, label: str, output_dim: int) -> int:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from finetuner import ExportError
 from finetuner.models import Tower
-from finetuner.models.inference import bf16_inference, fold_batch_norm, free_bf16_copy, run_bf16_copy
+from finetuner_vision.augment import ImageAugmentation
 from finetuner_vision.images import ImagePreprocessing
 
+logger = logging.getLogger("finetuner.vision")
 POOLINGS = ("avg", "gem")
 
 
@@ -48,22 +52,15 @@ class ImageTower(Tower):
     def preprocess(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
         return {"pixel_values": self.preprocessing(items)}
 
+    def augmentation(self, options: Mapping[str, Any]) -> ImageAugmentation:
+        """timm's training transform at this tower's input size and normalisation, ``options`` overriding timm's defaults."""
+        return ImageAugmentation(self.preprocessing.config, options)
+
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         pixels = features["pixel_values"]
-        channels_last = self._conv_weight and pixels.dim() == 4 and self._weights_channels_last()
-        if channels_last:
+        if self._conv_weight and pixels.dim() == 4 and self._weights_channels_last():
             pixels = pixels.contiguous(memory_format=torch.channels_last)
-        if bf16_inference(pixels.device.type):
-            out = run_bf16_copy(
-                self,
-                self.backbone,
-                pixels.to(torch.bfloat16),
-                prepare=_copy_preparation(channels_last, fold=pixels.device.type == "cpu"),
-            ).float()
-        else:
-            if torch.is_grad_enabled():
-                free_bf16_copy(self)  # training: free the inference copy
-            out = self.backbone(pixels)
+        out = self.run_encoder(self.backbone, pixels)
         if self.pool is not None:
             if self.channels_axis != 1:
                 out = out.movedim(self.channels_axis, 1)
@@ -74,20 +71,48 @@ class ImageTower(Tower):
         weight = self.backbone.get_parameter(self._conv_weight)
         return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
+    def prepare_bf16_copy(self, module: nn.Module, device_type: str) -> nn.Module:
+        """The backbone's bf16 inference copy: the same memory format, BatchNorm folded on CPU.
+
+        Folding pays on CPUs. On CUDA it does not: cuDNN runs the convolutions without a bias
+        faster than the folded ones with it (bench/README.md).
+        """
+        if device_type == "cpu":
+            module = fold_batch_norm(module)
+        channels_last = self._conv_weight is not None and self._weights_channels_last()
+        return module.to(memory_format=torch.channels_last) if channels_last else module
+
     def save_files(self, directory: Path) -> None:
         self.preprocessing.save(directory)
 
+    @property
+    def export_formats(self) -> tuple[str, ...]:  # type: ignore[override]
+        """timm's format, for timm backbones."""
+        return ("timm",) if self.preprocessing.config.get("library") == "timm" else ()
 
-def _copy_preparation(channels_last: bool, fold: bool) -> Callable[[nn.Module], nn.Module]:
-    """How a backbone's bf16 inference copy is prepared: same memory format, BatchNorm folded if ``fold``.
+    def export_files(self, directory: Path, fmt: str) -> dict[str, torch.Tensor]:
+        """timm's ``config.json`` (the architecture, no classifier, this tower's preprocessing); the backbone's weights."""
+        if self.pool is not None:
+            raise ExportError(
+                "timm has no GeM pooling, which this tower uses (pooling='gem'): export it to ONNX (finetuner export --onnx), "
+                "or fine-tune with pooling='avg'"
+            )
+        from finetuner_vision.timm_models import timm_config
 
-    Folding pays on CPUs (+7 % for resnet50). On an H100 it cost 10 %: cuDNN runs the convolutions without
-    a bias faster than the folded ones with it (bench/gpu-h100-2026-11-27).
+        (Path(directory) / "config.json").write_text(json.dumps(timm_config(self.backbone, self.preprocessing.config), indent=2))
+        return dict(self.backbone.state_dict())
+
+
+def fold_batch_norm(module: nn.Module) -> nn.Module:
+    """The module with each eval-mode BatchNorm folded into the convolution before it.
+
+    Works on modules :func:`torch.fx.symbolic_trace` can trace (torchvision and most timm
+    CNNs); others are returned unchanged.
     """
+    from torch.fx.experimental.optimization import fuse
 
-    def prepare(backbone: nn.Module) -> nn.Module:
-        if fold:
-            backbone = fold_batch_norm(backbone)
-        return backbone.to(memory_format=torch.channels_last) if channels_last else backbone
-
-    return prepare
+    try:
+        return fuse(module)
+    except Exception as error:  # noqa: BLE001 - any tracing failure: run the module as it is
+        logger.debug("BatchNorm folding skipped for %s: %s", type(module).__name__, error)
+        return module

@@ -11,11 +11,12 @@ from PIL import Image
 from torch import nn
 
 import finetuner
+from finetuner.models import Tower
 
 BUCKETS = 4096
 
 
-class TrigramTower(finetuner.Tower):
+class TrigramTower(Tower):
     modality = "text"
 
     def __init__(self, dim: int = 16) -> None:
@@ -34,13 +35,13 @@ class TrigramTower(finetuner.Tower):
         return {"ids": torch.tensor(ids, dtype=torch.long), "offsets": torch.tensor(offsets, dtype=torch.long)}
 
     def forward(self, features):
-        return self.bag(features["ids"], features["offsets"])
+        return self.run_encoder(self.bag, features["ids"], features["offsets"])
 
     def item_cost(self, item) -> int:
         return len(item) if isinstance(item, str) else 0
 
 
-class TinyCNNTower(finetuner.Tower):
+class TinyCNNTower(Tower):
     modality = "image"
     channels_last = True
 
@@ -65,7 +66,7 @@ class TinyCNNTower(finetuner.Tower):
         return {"pixel_values": torch.stack(pixels)}
 
     def forward(self, features):
-        return self.net(features["pixel_values"])
+        return self.run_encoder(self.net, features["pixel_values"])
 
 
 def build_text(pretrained: bool = True, local_dir=None, dim: int = 16) -> TrigramTower:

@@ -1,0 +1,58 @@
+"""`finetuner export --transformers`: a CLIP artifact becomes one folder CLIPModel.from_pretrained loads, same embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import finetuner
+from finetuner.cli import main
+from tests.hubcache import use_hf_home
+
+NAME = "openai/clip-vit-base-patch32"
+TEXTS = ["a photo of a cat", "a red car", "dog"]
+
+
+def _images() -> list[Image.Image]:
+    rng = np.random.default_rng(4)
+    return [Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)) for _ in range(2)]
+
+
+def test_a_clip_artifact_loads_in_transformers_with_equal_embeddings(clip_cache, tmp_path, monkeypatch):
+    from transformers import CLIPModel, CLIPProcessor
+
+    model = finetuner.build_model(NAME)
+    with torch.no_grad():
+        model.logit_scale.fill_(4.2)  # as if training had moved it
+        model.tower("text").text_projection.weight.mul_(1.5)  # and the weights
+    finetuner.save(model, tmp_path / "artifact")
+    assert main(["export", "--transformers", str(tmp_path / "artifact"), "-o", str(tmp_path / "hf")]) == 0
+
+    use_hf_home(monkeypatch, tmp_path / "no_cache")  # the folder alone is enough
+    clip = CLIPModel.from_pretrained(tmp_path / "hf").eval()
+    processor = CLIPProcessor.from_pretrained(tmp_path / "hf")
+    assert float(clip.logit_scale.detach()) == pytest.approx(4.2)
+    images = _images()
+    inputs = processor(text=TEXTS, return_tensors="pt", padding=True)
+    # The same pixels: the processor resizes PIL images with PIL, the tower resizes tensors (a preprocessing difference).
+    pixels = model.tower("image").preprocess(images)["pixel_values"]
+    with torch.no_grad():
+        text = clip.get_text_features(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask).pooler_output
+        image = clip.get_image_features(pixel_values=pixels).pooler_output
+    ours_text = finetuner.encode(model, TEXTS, modality="text", precision="fp32")
+    ours_image = finetuner.encode(model, images, modality="image", precision="fp32")
+    np.testing.assert_allclose(F.normalize(text, dim=-1).numpy(), ours_text, atol=1e-5)
+    np.testing.assert_allclose(F.normalize(image, dim=-1).numpy(), ours_image, atol=1e-5)
+    assert "library_name: transformers" in (tmp_path / "hf" / "README.md").read_text()
+
+
+def test_a_projection_head_or_another_tower_is_refused(clip_cache, tmp_path):
+    with pytest.raises(finetuner.ExportError, match=r"projection head \(output_dim=64\)"):
+        finetuner.export_transformers(finetuner.build_model(NAME, output_dim=64), tmp_path / "hf")
+    joined = finetuner.build_model("dummy-text+dummy-image")
+    with pytest.raises(finetuner.ExportError, match=r"the text tower \(TrigramTower\) cannot be exported to transformers"):
+        finetuner.export_transformers(joined, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
