@@ -89,8 +89,9 @@ def rate(processes: int, warmup: int, steps: int, precision: str, max_length: in
         launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
         env = {**os.environ, "OMP_NUM_THREADS": str(PROCESSES // processes)}
         done = subprocess.run([sys.executable, *launcher, *worker], env=env, capture_output=True, text=True, timeout=1800)
-        if done.returncode != 0:
-            raise RuntimeError(f"{processes} process(es) exited with {done.returncode}: {done.stderr.strip()[-2000:]}")
+        if done.returncode != 0:  # a rank's own traceback, before torchrun's
+            failure = done.stderr[done.stderr.find("Traceback") :] if "Traceback" in done.stderr else done.stderr
+            raise RuntimeError(f"{processes} process(es) exited with {done.returncode}: {failure.strip()[:3000]}")
         ends = json.loads(out.read_text())
     return GLOBAL_BATCH * steps / (ends[warmup + steps - 1] - ends[warmup - 1])
 

@@ -63,7 +63,11 @@ def ndcg(ranked, qrels: list[dict[int, float]], corpus_size: int) -> float:
 def peer_search(queries, corpus, precision: str | None, rescore: int | None, ranges):
     """sentence-transformers' codes, ranked as its faiss/usearch search does; ``[Q, K]`` corpus positions."""
     import numpy as np
-    from sentence_transformers.util import quantize_embeddings
+
+    try:  # in util since sentence-transformers 5, in quantization before
+        from sentence_transformers.util import quantize_embeddings
+    except ImportError:
+        from sentence_transformers.quantization import quantize_embeddings
 
     if precision is None:
         return np.argsort(-(queries @ corpus.T), axis=1, kind="stable")[:, :K]

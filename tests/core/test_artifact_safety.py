@@ -51,8 +51,8 @@ def test_an_unknown_format_version_is_refused_with_the_readable_ones(path, versi
     [
         (lambda c: [c], "the top level must be an object, got a list"),
         (lambda c: c.__delitem__("sources"), "field sources is missing"),
-        (lambda c: c.update(sources={"name": "dummy-text"}), "field sources must be a non-empty list, got an object"),
-        (lambda c: c.update(sources=[]), "field sources must be a non-empty list"),
+        (lambda c: c.update(sources={"name": "dummy-text"}), "field sources must be a list, got an object"),
+        (lambda c: c.update(sources=[]), "holds a model built by hand"),
         (lambda c: c.update(normalize="yes"), "field normalize must be true or false, got a string"),
         (lambda c: c.update(projection_dim="8"), "field projection_dim must be a positive integer or null"),
         (lambda c: c.update(projection_dim=0), "field projection_dim must be a positive integer or null"),

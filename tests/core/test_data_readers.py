@@ -359,7 +359,7 @@ def test_in_memory_image_paths_become_checked_paths(tmp_path):
         ([{"query": "q", "document": "d"}, {"query": "q"}], r"row 1: expected a dict with keys"),
         ({"query": ["a", "b"], "document": ["c"]}, "different lengths"),
         ({"query": "abc", "document": "def"}, "must be a list"),
-        ([("a", "b", "x")], "3 columns and no header"),
+        ([("a", "b", 1.0, "x")], "4 columns and no header"),  # (a, b, x) are pairs with a negative
         ([("a", "b", 1.0), ("c", "d", "zero")], None),
         ([("a", None)], r"row 0: empty 'document'"),
         (42, "cannot read data from a int"),

@@ -67,6 +67,21 @@ SCENARIOS = {
         None,
         {"epochs": 1, "batch_size": 4, "output_dim": 8, "loss": "mnrl"},
     ),
+    # GradCache: the last mini-batch syncs through DDP, the temperature is averaged by hand
+    "gradcache_negatives": (
+        "dummy-text",
+        lambda: [(q, d, n) for (q, d), (_, n) in zip(pairs()[:48], topic_pairs(48, seed=1), strict=True)],
+        None,
+        {"epochs": 1, "batch_size": 4, "mini_batch_size": 2},
+    ),
+    # several documents per query: its pairs share batches, none a negative of another
+    "multi_positive": (
+        "dummy-text",
+        lambda: [(q, f"{d} {n}") for q, d in pairs()[:24] for n in range(2)],
+        None,
+        {"epochs": 1, "batch_size": 8},
+    ),
+    "gradcache_clip": ("dummy-text+dummy-image", captioned_images, None, {"epochs": 1, "batch_size": 4, "output_dim": 8, "mini_batch_size": 2}),
 }
 
 

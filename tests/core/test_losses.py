@@ -311,7 +311,13 @@ def test_default_losses():
 
 
 def test_loss_names_by_kind():
-    assert loss_names("pairs") == ["MultipleNegativesRankingLoss", "ClipLoss", "SigLIPLoss"]
+    assert loss_names("pairs") == [
+        "MultipleNegativesRankingLoss",
+        "ClipLoss",
+        "CachedMultipleNegativesRankingLoss",
+        "CachedClipLoss",
+        "SigLIPLoss",
+    ]
     assert loss_names("scored") == ["CoSENTLoss", "CosineSimilarityLoss"]
     labeled = loss_names("labeled")
     assert (

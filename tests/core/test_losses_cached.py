@@ -52,12 +52,17 @@ def two_towers(seed: int = 0) -> finetuner.EmbeddingModel:
     return finetuner.build_model("dummy-text+dummy-image", output_dim=8)
 
 
-def sides_of(model: finetuner.EmbeddingModel, rows: slice = slice(None)) -> list[tuple[list, str]]:
-    """(items, modality) per side of a batch: text pairs for one tower, captions and images for two."""
+def sides_of(model: finetuner.EmbeddingModel, rows: slice = slice(None), negatives: bool = False) -> list[tuple[list, str]]:
+    """(items, modality) per side of a batch: text pairs for one tower, captions and images for two; with
+    ``negatives``, a third side of one hard negative per pair (a text, or an image)."""
     if len(model.towers) == 1:
         queries, documents = zip(*pairs(BATCH), strict=True)
-        return [(list(queries)[rows], "text"), (list(documents)[rows], "text")]
-    return [([f"caption {i}" for i in range(BATCH)][rows], "text"), (images(BATCH)[rows], "image")]
+        sides = [(list(queries), "text"), (list(documents), "text")]
+        sides += [([d for _, d in pairs(BATCH, seed=1)], "text")] if negatives else []
+    else:
+        sides = [([f"caption {i}" for i in range(BATCH)], "text"), (images(BATCH), "image")]
+        sides += [(images(BATCH, seed=1), "image")] if negatives else []
+    return [(items[rows], modality) for items, modality in sides]
 
 
 def embed_all(model, sides) -> list[torch.Tensor]:
@@ -75,7 +80,7 @@ def make_loss(model):
         loss = build_loss("mnrl", kind="pairs", task=model.task, embedding_size=8, symmetric=True)
     else:
         loss = build_loss("clip", kind="pairs", task=model.task, embedding_size=8)
-    return lambda embeddings: loss(*embeddings, logit_scale=model.logit_scale)
+    return lambda sides: loss(sides[0], sides[1], logit_scale=model.logit_scale, negatives=sides[2] if len(sides) > 2 else None)
 
 
 def uncached(model, sides, mini: int | None = None) -> torch.Tensor:
@@ -117,6 +122,14 @@ def test_cached_gradients_equal_the_uncached_ones(build, mini):
     assert_same_grads(grads(model), grads(reference))
     if model.logit_scale is not None:
         assert model.logit_scale.grad is not None and model.logit_scale.grad.abs() > 0
+
+
+@pytest.mark.parametrize("build", [one_tower, two_towers], ids=["one-tower", "two-towers"])
+def test_cached_gradients_with_hard_negatives_equal_the_uncached_ones(build):
+    reference, model = build(), build()
+    uncached(reference, sides_of(reference, negatives=True), MINI)
+    cached(model, sides_of(model, negatives=True))
+    assert_same_grads(grads(model), grads(reference))
 
 
 @pytest.mark.parametrize("build", [one_tower, two_towers], ids=["one-tower", "two-towers"])
@@ -175,19 +188,20 @@ def test_cached_losses_compute_the_plain_loss_and_check_mini_batch_size():
 
 # -- DDP -------------------------------------------------------------------------------------------
 WORLD = 2
+CASES = [(one_tower, False), (two_towers, False), (one_tower, True), (two_towers, True)]  # (model, hard negatives)
 
 
 def _ddp_worker(rank: int, out_dir: str) -> None:
     """Each rank holds half the batch; its model is DDP-wrapped (the temperature averaged by hand)."""
     results = {}
-    for build in (one_tower, two_towers):
+    for build, negatives in CASES:
         model = build()
         step = _Embed(model)
         if model.logit_scale is not None:  # used by the loss, outside DDP's forward: averaged by hand
             nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(step, ["model.logit_scale"])
         net = nn.parallel.DistributedDataParallel(step)
         rows = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
-        sides = sides_of(model, rows)
+        sides = sides_of(model, rows, negatives)
         parts = mini_batches(len(sides[0][0]), 3)
 
         def embed(chunk: int, sync: bool, sides=sides, parts=parts, net=net) -> list[torch.Tensor]:
@@ -198,7 +212,7 @@ def _ddp_worker(rank: int, out_dir: str) -> None:
         if model.logit_scale is not None:
             torch.distributed.all_reduce(model.logit_scale.grad)
             model.logit_scale.grad /= WORLD
-        results[build.__name__] = grads(model)
+        results[build.__name__, negatives] = grads(model)
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
 
 
@@ -216,8 +230,8 @@ class _Embed(nn.Module):
 def test_cached_gradients_under_ddp_equal_the_single_process_ones(tmp_path):
     spawn(_ddp_worker, WORLD, tmp_path, str(tmp_path), timeout=300)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
-    for build in (one_tower, two_towers):
+    for build, negatives in CASES:
         reference = build()
-        uncached(reference, sides_of(reference), 3)  # the towers on the mini-batches the ranks run
+        uncached(reference, sides_of(reference, negatives=negatives), 3)  # the towers on the mini-batches the ranks run
         for result in ranks:
-            assert_same_grads(result[build.__name__], grads(reference))
+            assert_same_grads(result[build.__name__, negatives], grads(reference))

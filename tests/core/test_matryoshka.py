@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+import finetuner
+from finetuner.errors import ArtifactError, OptionError
 from finetuner.losses import ClipLoss, CoSENTLoss, Loss, MultipleNegativesRankingLoss, build_loss
 from finetuner.losses.matryoshka import MatryoshkaLoss
+from finetuner.training.options import FitOptions
 from finetuner.truncation import check_matryoshka_dims, truncate
+from tests.core.helpers import topic_pairs
 
 DIMS = (16, 8, 4)
 
@@ -77,7 +83,7 @@ def test_pairs_loss_equals_the_hand_sum(weights: tuple[float, ...] | None) -> No
     left, right = sides()
     expected = hand_sum(inner, weights or (1.0,) * 3, left, right)
     torch.testing.assert_close(loss(left, right), expected)
-    assert loss.kind == "pairs" and loss.name == "MatryoshkaLoss(MultipleNegativesRankingLoss)"
+    assert loss.kind == "pairs" and loss.name == "MatryoshkaLoss(MultipleNegativesRankingLoss, matryoshka_dims=[16, 8, 4])"
 
 
 def test_scored_clip_and_labeled_losses_equal_the_hand_sum() -> None:
@@ -128,3 +134,64 @@ def test_weights_and_inner_loss_are_checked() -> None:
         MatryoshkaLoss(MultipleNegativesRankingLoss(), DIMS, (1.0, -1.0, 1.0))
     with pytest.raises(TypeError, match="MatryoshkaLoss wraps a finetuner Loss"):
         MatryoshkaLoss(torch.nn.Linear(2, 2), DIMS)
+
+
+# --- fit(matryoshka_dims=), encode/evaluate(truncate_dim=), the artifact -------------------------------------------
+
+
+def test_fit_trains_matryoshka_dims_keeps_them_and_encode_truncates(tmp_path) -> None:
+    data = topic_pairs(48)
+    model = finetuner.fit(
+        "dummy-text", data, data[:16], matryoshka_dims=(16, 8, 4), batch_size=8, output_dir=tmp_path, verbose=False
+    )
+    assert model.matryoshka_dims == (16, 8, 4)
+    record = finetuner.load(tmp_path / "model")
+    assert record.matryoshka_dims == (16, 8, 4)
+    texts = [q for q, _ in data[:5]]
+    full = finetuner.encode(record, texts)
+    cut = finetuner.encode(record, texts, truncate_dim=4)
+    assert cut.shape == (5, 4)
+    np.testing.assert_allclose(cut, truncate(full, 4), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(cut, axis=1), 1, rtol=1e-5)
+    at_4 = finetuner.evaluate(record, data[:16], metrics=["recall@5"], truncate_dim=4)
+    assert set(at_4) == {"recall@5"} and 0 <= at_4["recall@5"] <= 1
+
+
+def test_loss_mapping_names_matryoshka_and_its_options() -> None:
+    loss = {"name": "MatryoshkaLoss", "loss": "mnrl", "matryoshka_dims": [16, 8], "scale": 10}
+    model = finetuner.fit("dummy-text", topic_pairs(16), loss=loss, batch_size=8, output_dir=None, verbose=False)
+    assert model.matryoshka_dims == (16, 8)
+
+
+def test_matryoshka_dims_on_a_matryoshka_loss_is_refused() -> None:
+    with pytest.raises(OptionError, match="loss= is one already"):
+        finetuner.fit(
+            "dummy-text",
+            topic_pairs(16),
+            loss="MatryoshkaLoss",
+            loss_options={"matryoshka_dims": [16, 8]},
+            matryoshka_dims=(16, 8),
+            batch_size=8,
+            output_dir=None,
+            verbose=False,
+        )
+
+
+def test_matryoshka_dims_option_reads_lists_and_comma_strings() -> None:
+    assert FitOptions(matryoshka_dims="384,256, 64").matryoshka_dims == (384, 256, 64)  # YAML
+    assert FitOptions(matryoshka_dims=["384,256", "64"]).matryoshka_dims == (384, 256, 64)  # the flag's nargs
+    assert FitOptions(matryoshka_dims=[384, 64]).matryoshka_dims == (384, 64)
+    with pytest.raises(OptionError, match="matryoshka_dims must be strictly descending"):
+        FitOptions(matryoshka_dims=(64, 384))
+
+
+def test_an_artifact_with_bad_matryoshka_dims_is_refused(tmp_path) -> None:
+    model = finetuner.build_model("dummy-text", pretrained=False)
+    model.matryoshka_dims = (16, 8)
+    finetuner.save(model, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "finetuner.json").read_text())
+    assert config["matryoshka_dims"] == [16, 8]
+    config["matryoshka_dims"] = [32, 8]
+    (tmp_path / "m" / "finetuner.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="matryoshka_dims=32 is larger than the output dimension 16"):
+        finetuner.load(tmp_path / "m")

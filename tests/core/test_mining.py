@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import finetuner
+from finetuner.cli import main
 from finetuner.errors import DataError
 from finetuner.mining import _top_k, mine_hard_negatives
 from tests.core.helpers import pairs
@@ -183,13 +184,3 @@ def test_cli_mine_writes_the_csv(tmp_path, capsys):
     assert rows[0] == ["query", "document", "negative", "negative_2"] and len(rows) == 31
     assert all(row[2].startswith("notes on extra") for row in rows[1:])
 
-
-def main(argv: list[str]) -> int:
-    """``finetuner mine`` (parsed by the command module itself until the CLI lists it)."""
-    import argparse
-
-    from finetuner.commands import mine as command
-
-    parser = argparse.ArgumentParser()
-    command.add_arguments(parser)
-    return command.run(parser.parse_args(argv[1:]))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from finetuner import UnknownNameError
+import finetuner
+from finetuner import ArtifactError, OptionError, UnknownNameError
 from finetuner.quantize import PRECISIONS, calibrate, dequantize, iter_search, quantize_embeddings, search
+from finetuner.truncation import truncate
+from tests.core.helpers import topic_pairs
 
 
 def embeddings(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -176,3 +181,97 @@ def test_search_errors() -> None:
         search(x, codes, 3, precision="int8", ranges=calibrate(x), rescore=0)
     with pytest.raises(UnknownNameError, match="precision"):
         search(x, codes, 3, precision="float16")
+
+
+# --- calibrate(model), encode(quantize=), evaluate(quantize=, rescore=), the artifact, the CLI ---------------------
+
+
+@pytest.fixture
+def tuned():
+    model = finetuner.build_model("dummy-text", pretrained=False)
+    model.matryoshka_dims = (16, 8)
+    return finetuner.calibrate(model, [q for q, _ in topic_pairs(40)], dims=[4])
+
+
+def test_calibrate_keeps_ranges_per_dim_and_encode_quantizes_with_them(tuned, tmp_path) -> None:
+    assert sorted(tuned.quantization_ranges) == [4, 8, 16]
+    texts = [d for _, d in topic_pairs(6, seed=1)]
+    floats = finetuner.encode(tuned, texts)
+    for dim in (16, 4):
+        ranges = tuned.quantization_ranges[dim]
+        expected = quantize_embeddings(truncate(floats, dim), "int8", ranges)
+        truncate_dim = None if dim == 16 else dim
+        np.testing.assert_array_equal(finetuner.encode(tuned, texts, quantize="int8", truncate_dim=truncate_dim), expected)
+    finetuner.save(tuned, tmp_path / "m")
+    loaded = finetuner.load(tmp_path / "m")
+    assert sorted(loaded.quantization_ranges) == [4, 8, 16]
+    for dim, ranges in tuned.quantization_ranges.items():
+        np.testing.assert_array_equal(loaded.quantization_ranges[dim], ranges)
+    np.testing.assert_array_equal(
+        finetuner.encode(tmp_path / "m", texts, quantize="uint8"), finetuner.encode(tuned, texts, quantize="uint8")
+    )
+    assert finetuner.encode(loaded, texts, quantize="ubinary", truncate_dim=12).shape == (6, 2)
+
+
+def test_encode_quantize_errors_name_the_option() -> None:
+    model = finetuner.build_model("dummy-text", pretrained=False)
+    with pytest.raises(UnknownNameError, match="unknown quantize 'int4'.*Valid: binary, int8, ubinary, uint8"):
+        finetuner.encode(model, ["a"], quantize="int4")
+    with pytest.raises(OptionError, match=r"quantize='int8' needs the model's ranges at 16 dims.*finetuner.calibrate"):
+        finetuner.encode(model, ["a"], quantize="int8")
+    assert finetuner.encode(model, ["a", "b"], quantize="binary").shape == (2, 2)
+
+
+def test_evaluate_quantized_search_is_the_search_over_encoded_codes(tuned) -> None:
+    data = topic_pairs(30, seed=2)
+    queries, documents = [q for q, _ in data], [d for _, d in data]
+    q, d = finetuner.encode(tuned, queries), finetuner.encode(tuned, documents)
+    for precision, rescore in (("int8", None), ("binary", None), ("binary", 5)):
+        ranges = tuned.quantization_ranges[16] if precision == "int8" else None
+        _, top = search(q, quantize_embeddings(d, precision, ranges), 1, precision=precision, ranges=ranges, rescore=rescore)
+        measured = finetuner.evaluate(tuned, data, metrics=["hit_rate@1"], quantize=precision, rescore=rescore)
+        assert measured["hit_rate@1"] == pytest.approx(np.mean(top[:, 0] == np.arange(30)))
+
+
+def test_evaluate_quantize_options_are_checked(tuned) -> None:
+    data = topic_pairs(10)
+    with pytest.raises(OptionError, match="rescore= re-ranks a quantized search"):
+        finetuner.evaluate(tuned, data, rescore=5)
+    with pytest.raises(UnknownNameError, match="quantize"):
+        finetuner.evaluate(tuned, data, quantize="fp8")
+    with pytest.raises(OptionError, match="rescore must be a positive"):
+        finetuner.evaluate(tuned, data, quantize="binary", rescore=0)
+    scored = [(f"w{i} a", f"w{i} b", float(i % 3)) for i in range(10)]
+    with pytest.raises(OptionError, match="scored data"):
+        finetuner.evaluate(tuned, scored, quantize="binary")
+
+
+def test_an_artifact_with_bad_ranges_is_refused(tuned, tmp_path) -> None:
+    finetuner.save(tuned, tmp_path / "m")
+    path = tmp_path / "m" / "finetuner.json"
+    config = json.loads(path.read_text())
+    config["quantization_ranges"]["8"] = [[0.0] * 7, [1.0] * 7]
+    path.write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=r"ranges must have shape \(2, 8\)"):
+        finetuner.load(tmp_path / "m")
+
+
+def test_cli_calibrate_writes_the_ranges_into_the_artifact(tmp_path, capsys) -> None:
+    from finetuner.cli import main
+
+    finetuner.save(finetuner.build_model("dummy-text", pretrained=False), tmp_path / "m")
+    weights = (tmp_path / "m" / "model.safetensors").read_bytes()
+    (tmp_path / "sample.txt").write_text("\n".join(q for q, _ in topic_pairs(20)))
+    assert main(["calibrate", str(tmp_path / "m"), str(tmp_path / "sample.txt"), "--dims", "8"]) == 0
+    assert (tmp_path / "m" / "model.safetensors").read_bytes() == weights
+    assert sorted(finetuner.load(tmp_path / "m").quantization_ranges) == [8, 16]
+    out = tmp_path / "codes.npy"
+    assert main(["encode", str(tmp_path / "m"), str(tmp_path / "sample.txt"), "-o", str(out), "--quantize", "int8"]) == 0
+    assert np.load(out).dtype == np.int8 and np.load(out).shape == (20, 16)
+    capsys.readouterr()
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("query,document\n" + "".join(f"{q},{d}\n" for q, d in topic_pairs(20)))
+    args = ["evaluate", str(tmp_path / "m"), str(csv), "--dims", "16,8", "--quantize", "int8", "--rescore", "5", "--json"]
+    assert main(args) == 0
+    by_dim = json.loads(capsys.readouterr().out)
+    assert list(by_dim) == ["16", "8"] and "ndcg@10" in by_dim["8"]

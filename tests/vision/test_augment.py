@@ -24,7 +24,16 @@ def vit(**options):
 
 def fit(model, **options):
     images, labels = coloured_images(n_per_class=4)
-    options = {"kind": "labeled", "epochs": 1, "batch_size": 8, "samples_per_class": 2, "learning_rate": 1e-3, "output_dir": None, "verbose": False, **options}
+    options = {
+        "kind": "labeled",
+        "epochs": 1,
+        "batch_size": 8,
+        "samples_per_class": 2,
+        "learning_rate": 1e-3,
+        "output_dir": None,
+        "verbose": False,
+        **options,
+    }
     return finetuner.fit(model, list(zip(images, labels, strict=True)), **options)
 
 

@@ -28,6 +28,7 @@ from finetuner.report.backbones import describe_models
 if TYPE_CHECKING:  # what _LAZY imports on first use, re-exported (`as`) for type checkers and IDEs
     from finetuner.artifacts import load as load
     from finetuner.artifacts import save as save
+    from finetuner.calibration import calibrate as calibrate
     from finetuner.data.load import load_data as load_data
     from finetuner.ecosystem import export_sentence_transformers as export_sentence_transformers
     from finetuner.ecosystem import export_timm as export_timm
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # what _LAZY imports on first use, re-exported (`as`) for typ
     from finetuner.evaluation.evaluate import evaluate as evaluate
     from finetuner.export import export_onnx as export_onnx
     from finetuner.hub import push_to_hub as push_to_hub
+    from finetuner.mining import mine_hard_negatives as mine_hard_negatives
     from finetuner.models.build import build_model as build_model
     from finetuner.models.embedding import EmbeddingModel as EmbeddingModel
     from finetuner.models.tower import Tower as Tower
@@ -48,6 +50,7 @@ _LAZY = {
     "EmbeddingModel": "finetuner.models.embedding",
     "Tower": "finetuner.models.tower",
     "encode": "finetuner.encoding",
+    "calibrate": "finetuner.calibration",
     "export_onnx": "finetuner.export",
     "export_sentence_transformers": "finetuner.ecosystem",
     "export_transformers": "finetuner.ecosystem",
@@ -58,6 +61,7 @@ _LAZY = {
     "fit": "finetuner.training.fit",
     "evaluate": "finetuner.evaluation.evaluate",
     "load_data": "finetuner.data.load",
+    "mine_hard_negatives": "finetuner.mining",
 }
 
 __all__ = [

@@ -44,7 +44,7 @@ POSITIVE_OR_NULL: Kind = ("a positive integer or null", lambda v: v is None or (
 OBJECT: Kind = ("an object", lambda v: isinstance(v, dict))
 OBJECT_OR_NULL: Kind = ("an object or null", lambda v: v is None or isinstance(v, dict))
 LIST_OR_NULL: Kind = ("a list or null", lambda v: v is None or isinstance(v, list))
-SOURCES: Kind = ("a non-empty list", lambda v: isinstance(v, list) and bool(v))
+SOURCES: Kind = ("a list", lambda v: isinstance(v, list))  # empty for a model built by hand: it saves, load refuses it
 STRINGS: Kind = ("a list of strings", _strings)
 MODALITIES: Kind = ("a non-empty list of strings", lambda v: _strings(v) and bool(v))
 POSITIVE_NUMBER: Kind = ("a positive number", lambda v: _real(v) and v > 0)
@@ -67,6 +67,8 @@ TOP: tuple[tuple[str, Kind, bool], ...] = (
     ("training", OBJECT_OR_NULL, False),
     ("examples", LIST_OR_NULL, False),
     ("lora", OBJECT_OR_NULL, False),
+    ("matryoshka_dims", LIST_OR_NULL, False),
+    ("quantization_ranges", OBJECT, False),
 )
 # a LoRA artifact's adapters (see finetuner.lora)
 LORA: tuple[tuple[str, Kind, bool], ...] = (

@@ -11,12 +11,13 @@ Layout::
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from finetuner._atomic import check_target, current, write_folder
 from finetuner.artifact_schema import PATH_OPTIONS, READABLE_VERSIONS, check_files, inside, validate
-from finetuner.errors import ArtifactError, FinetunerError
+from finetuner.errors import ArtifactError, FinetunerError, OptionError
 
 ARTIFACT_FORMAT = "finetuner-artifact"
 CONFIG_FILE = "finetuner.json"
@@ -40,6 +41,7 @@ def save(
     from safetensors.torch import save_model
 
     from finetuner import __version__
+    from finetuner.calibration import ranges_record
     from finetuner.model_card import write_model_card
     from finetuner.plugins import get_manager
 
@@ -66,6 +68,8 @@ def save(
             "sources": sources,
             "frozen": model.frozen_modalities(),
             "metrics": metrics or {},
+            "matryoshka_dims": list(model.matryoshka_dims) if model.matryoshka_dims else None,
+            "quantization_ranges": ranges_record(model.quantization_ranges),
             **(extra or {}),
         }
         if model.lora is None:
@@ -80,6 +84,16 @@ def save(
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
         write_model_card(tmp, config, location=target)
     return target
+
+
+def update_config(directory: str | Path, **fields: Any) -> None:
+    """Set top-level ``fields`` of an artifact's JSON in place (the weights are untouched); the file is replaced atomically."""
+    directory = current(Path(directory))
+    config = {**read_config(directory), **fields}
+    validate(config, directory / CONFIG_FILE)
+    staged = directory / f".{CONFIG_FILE}.tmp"
+    staged.write_text(json.dumps(config, indent=2, default=str))
+    os.replace(staged, directory / CONFIG_FILE)
 
 
 def check_artifact_dir(directory: Path, *, overwrite: bool = False) -> None:
@@ -128,6 +142,11 @@ def load(directory: str | Path) -> Any:
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise ArtifactError(f"{directory} has no {WEIGHTS_FILE}")
+    if not config["sources"]:
+        raise ArtifactError(
+            f"{directory} holds a model built by hand (no backbone sources in {CONFIG_FILE}): finetuner cannot rebuild it; "
+            f"build the same model yourself and read {WEIGHTS_FILE} into it with safetensors.torch.load_model"
+        )
     for index, source in enumerate(config["sources"]):
         _check_plugin(directory, index, source, _needs_base(config))
     towers: dict[str, Any] = {}
@@ -168,7 +187,21 @@ def load(directory: str | Path) -> Any:
         )
     model.freeze(frozen)
     model.metrics = config.get("metrics", {})
+    _restore_truncation(model, config, directory / CONFIG_FILE)
     return model
+
+
+def _restore_truncation(model: Any, config: dict[str, Any], path: Path) -> None:
+    """The Matryoshka dims and quantization ranges the JSON records, checked against the model's output dimension."""
+    from finetuner.calibration import read_ranges
+    from finetuner.truncation import check_matryoshka_dims
+
+    try:
+        dims = config.get("matryoshka_dims")
+        model.matryoshka_dims = check_matryoshka_dims(dims, model.output_dim) if dims else None
+        model.quantization_ranges = read_ranges(config.get("quantization_ranges") or {}, model.output_dim)
+    except OptionError as exc:
+        raise ArtifactError(f"{path}: {exc}") from exc
 
 
 def _needs_base(config: dict[str, Any]) -> str:

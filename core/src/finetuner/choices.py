@@ -4,3 +4,4 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("torch", "onnx", "onnx-int8")
 QUANTIZATIONS = ("int8",)
+EMBEDDING_QUANTIZATIONS = ("int8", "uint8", "binary", "ubinary")  # encode(quantize=): see finetuner.quantize

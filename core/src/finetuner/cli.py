@@ -12,7 +12,7 @@ import warnings
 from finetuner.errors import FinetunerError
 
 # Each module defines NAME, HELP, add_arguments(parser) and run(args) -> int; heavy imports stay inside run().
-COMMANDS = ("models", "plugins", "fit", "encode", "evaluate", "export", "push", "report", "demo")
+COMMANDS = ("models", "plugins", "fit", "mine", "encode", "calibrate", "evaluate", "export", "push", "report", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from finetuner._atomic import check_target, write_folder
-from finetuner.errors import ExportError, UnknownNameError
+from finetuner.errors import ExportError, OptionError, UnknownNameError
 from finetuner.lora import merged
 from finetuner.model_card import is_finetuner_card, model_config, write_model_card
 from finetuner.models.embedding import EmbeddingModel
@@ -44,10 +44,18 @@ IDENTITY = "torch.nn.modules.linear.Identity"
 
 
 def export_sentence_transformers(
-    model: EmbeddingModel | str | Path, output: str | Path | None = None, *, overwrite: bool = False
+    model: EmbeddingModel | str | Path,
+    output: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    truncate_dim: int | None = None,
 ) -> Path:
-    """Write a text model as a sentence-transformers folder (default ``ARTIFACT/sentence-transformers``); returns it."""
-    return export_to(model, "sentence-transformers", output, overwrite=overwrite)
+    """Write a text model as a sentence-transformers folder (default ``ARTIFACT/sentence-transformers``); returns it.
+
+    ``truncate_dim`` is recorded in ``config_sentence_transformers.json``, so
+    ``SentenceTransformer(folder)`` gives embeddings cut to it (a model trained with ``matryoshka_dims``).
+    """
+    return export_to(model, "sentence-transformers", output, overwrite=overwrite, truncate_dim=truncate_dim)
 
 
 def export_transformers(model: EmbeddingModel | str | Path, output: str | Path | None = None, *, overwrite: bool = False) -> Path:
@@ -60,10 +68,18 @@ def export_timm(model: EmbeddingModel | str | Path, output: str | Path | None = 
     return export_to(model, "timm", output, overwrite=overwrite)
 
 
-def export_to(model: EmbeddingModel | str | Path, fmt: str, output: str | Path | None = None, *, overwrite: bool = False) -> Path:
+def export_to(
+    model: EmbeddingModel | str | Path,
+    fmt: str,
+    output: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    truncate_dim: int | None = None,
+) -> Path:
     """Write ``model`` (an artifact directory or an EmbeddingModel) in the format ``fmt`` (one of :data:`FORMATS`).
 
     The folder goes to ``output`` (default ``ARTIFACT/<fmt>``; required for a model in memory).
+    ``truncate_dim`` (sentence-transformers only) is recorded for the library to cut the embeddings.
     Raises :class:`ExportError` when the model's towers or head cannot be written in ``fmt``;
     nothing is written then.
     """
@@ -79,10 +95,11 @@ def export_to(model: EmbeddingModel | str | Path, fmt: str, output: str | Path |
     else:
         target, config = Path(output), model_config(model)
     model = merged(model)  # LoRA adapters folded into the weights (a copy: the caller's model keeps them)
+    options = _truncation(model, fmt, truncate_dim)
     _check(model, fmt)
     check_target(target, ours=is_export, what=f"a {fmt} export", overwrite=overwrite)
     with torch.no_grad(), write_folder(target) as staging:
-        save_weights(WRITERS[fmt](model, staging), staging / WEIGHTS_FILE)
+        save_weights(WRITERS[fmt](model, staging, **options), staging / WEIGHTS_FILE)
         write_model_card(staging, config, location=target, fmt=fmt)
     return target
 
@@ -134,8 +151,19 @@ def _check(model: EmbeddingModel, fmt: str) -> None:
             )
 
 
-def _sentence_transformers(model: EmbeddingModel, folder: Path) -> dict[str, torch.Tensor]:
-    """The tower's transformer and pooling modules, then Dense (projection head) and Normalize."""
+def _truncation(model: EmbeddingModel, fmt: str, truncate_dim: int | None) -> dict[str, int]:
+    """The writer's ``truncate_dim`` option, checked: sentence-transformers only, at most the output dimension."""
+    if truncate_dim is None:
+        return {}
+    if fmt != "sentence-transformers":
+        raise OptionError(f"truncate_dim applies to the sentence-transformers export only, not to {fmt}")
+    from finetuner.truncation import check_dim
+
+    return {"truncate_dim": check_dim(truncate_dim, model.output_dim)}
+
+
+def _sentence_transformers(model: EmbeddingModel, folder: Path, truncate_dim: int | None = None) -> dict[str, torch.Tensor]:
+    """The tower's transformer and pooling modules, then Dense (projection head) and Normalize; ``truncate_dim`` if given."""
     tower = model.tower("text")
     weights = tower.export_files(folder, "sentence-transformers")
     modules = [("", "Transformer"), ("1_Pooling", "Pooling")]
@@ -148,10 +176,8 @@ def _sentence_transformers(model: EmbeddingModel, folder: Path) -> dict[str, tor
         (folder / modules[-1][0] / "config.json").write_text("{}\n")
     entries = [{"idx": i, "name": str(i), "path": path, "type": f"{ST_MODULES}.{kind}"} for i, (path, kind) in enumerate(modules)]
     _write_json(folder / "modules.json", entries)
-    _write_json(
-        folder / "config_sentence_transformers.json",
-        {"model_type": "SentenceTransformer", "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"},
-    )
+    config = {"model_type": "SentenceTransformer", "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    _write_json(folder / "config_sentence_transformers.json", config | ({"truncate_dim": truncate_dim} if truncate_dim else {}))
     return weights
 
 
@@ -190,7 +216,7 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n")
 
 
-WRITERS: dict[str, Callable[[EmbeddingModel, Path], dict[str, torch.Tensor]]] = {
+WRITERS: dict[str, Callable[..., dict[str, torch.Tensor]]] = {  # (model, folder, **options) -> weights
     "sentence-transformers": _sentence_transformers,
     "transformers": _transformers,
     "timm": _timm,

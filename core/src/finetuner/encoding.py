@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from finetuner.calibration import compactor
 from finetuner.choices import BACKENDS
 from finetuner.errors import UnknownNameError
 from finetuner.models.embedding import EmbeddingModel
@@ -28,6 +29,8 @@ def encode(
     device: str | torch.device = "auto",
     backend: str = "torch",
     compile: bool = False,
+    truncate_dim: int | None = None,
+    quantize: str | None = None,
 ) -> np.ndarray:
     """Embed items into an ``[N, output_dim]`` float32 array, in input order.
 
@@ -40,6 +43,11 @@ def encode(
     :mod:`finetuner.onnx_runtime`. ``precision`` is ``"auto"`` (bf16 autocast where the hardware runs
     it fast, else fp32), ``"fp32"`` or ``"bf16"``; the result is float32 either way.
     ``compile=True`` runs the towers through :func:`torch.compile` (the first batches compile).
+
+    ``truncate_dim=64`` keeps the first 64 dimensions, re-normalised (for a model trained with
+    ``matryoshka_dims``). ``quantize`` returns codes instead of floats: ``"int8"``/``"uint8"``
+    (one byte per dimension; they need the model's ranges, see :func:`finetuner.calibrate`),
+    ``"binary"``/``"ubinary"`` (one bit per dimension, 8 to a byte); see :mod:`finetuner.quantize`.
     """
     if backend not in BACKENDS:
         raise UnknownNameError("backend", backend, BACKENDS)
@@ -47,19 +55,23 @@ def encode(
         model = as_model(model)  # a backbone name; an artifact stays a folder, for its ONNX graphs
     if backend != "torch":
         model, forward = _onnx(model, backend == "onnx-int8", resolve_device(device))
+        compact = compactor(model, truncate_dim, quantize)
         where = next(model.parameters()).device  # the torch model only preprocesses: leave it where it is
-        return _run(model, items, model.output_dim, forward, batch_size, modality, "fp32", where, False)
+        return compact(_run(model, items, model.output_dim, forward, batch_size, modality, "fp32", where, False))
     model = as_model(model)
-    return _run(
-        model,
-        items,
-        model.output_dim,
-        lambda tower, features, name: model(features, name),
-        batch_size,
-        modality,
-        precision,
-        device,
-        compile,
+    compact = compactor(model, truncate_dim, quantize)
+    return compact(
+        _run(
+            model,
+            items,
+            model.output_dim,
+            lambda tower, features, name: model(features, name),
+            batch_size,
+            modality,
+            precision,
+            device,
+            compile,
+        )
     )
 
 
@@ -76,7 +88,7 @@ def encode_sharded(
     Each rank embeds a contiguous shard of ``items`` on its own device; the rows come back in
     input order on rank 0 (on every rank with ``all_ranks=True``) and None elsewhere. In a
     single process this is plain ``encode``. ``options`` go to ``encode`` (batch_size,
-    modality, precision, backend); ``model`` is an EmbeddingModel or an artifact directory.
+    modality, precision, backend, truncate_dim, quantize); ``model`` is an EmbeddingModel or an artifact directory.
     """
     from finetuner.training.distributed import DistributedContext, shard
 

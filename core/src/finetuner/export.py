@@ -24,7 +24,7 @@ from torch import nn
 from finetuner._atomic import check_target, write_folder
 from finetuner.choices import QUANTIZATIONS
 from finetuner.errors import ExportError, UnknownNameError
-from finetuner.lora import merged
+from finetuner.lora import merge_into
 from finetuner.models.embedding import EmbeddingModel
 from finetuner.onnx_runtime import INDEX_FILE, ONNX_DIR, OUTPUT, feed, require, session
 
@@ -76,7 +76,7 @@ def export_onnx(
         raise ValueError("export_onnx() of an in-memory model needs output= (a folder)")
     else:
         target, model = Path(output), copy.deepcopy(model).cpu()  # the caller's model keeps its device and mode
-    model = merged(model)  # LoRA adapters folded into the weights: the graph is the plain architecture
+    merge_into(model)  # LoRA adapters folded into this copy's weights: the graph is the plain architecture
     check_target(target, ours=lambda folder: (folder / INDEX_FILE).is_file(), what="an ONNX export", overwrite=overwrite)
     model.eval()
     with write_folder(target) as staging:

@@ -38,12 +38,20 @@ DEFAULTS: dict[str, Any] = {"r": 16, "alpha": 32, "dropout": 0.1, "target_module
 # (architecture, the linear layers that tell it, the linear layers adapted), by the last part of their names:
 # the attention projections and the feed-forward layers of each transformer block.
 FAMILIES: tuple[tuple[str, frozenset[str], tuple[str, ...]], ...] = (
-    ("BERT-like (BERT, MiniLM, RoBERTa, ELECTRA, ALBERT)", frozenset({"query", "key", "value"}), ("query", "key", "value", "dense", "ffn", "ffn_output")),
+    (
+        "BERT-like (BERT, MiniLM, RoBERTa, ELECTRA, ALBERT)",
+        frozenset({"query", "key", "value"}),
+        ("query", "key", "value", "dense", "ffn", "ffn_output"),
+    ),
     ("DeBERTa", frozenset({"query_proj", "key_proj", "value_proj"}), ("query_proj", "key_proj", "value_proj", "dense")),
     ("DistilBERT", frozenset({"q_lin", "k_lin", "v_lin"}), ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2")),
     ("MPNet, T5", frozenset({"q", "k", "v", "o"}), ("q", "k", "v", "o", "dense", "wi", "wo")),
     ("ModernBERT", frozenset({"Wqkv", "Wo"}), ("Wqkv", "Wo", "Wi")),
-    ("CLIP, SigLIP, ALIGN", frozenset({"q_proj", "k_proj", "v_proj", "out_proj"}), ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")),
+    (
+        "CLIP, SigLIP",
+        frozenset({"q_proj", "k_proj", "v_proj", "out_proj"}),
+        ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+    ),
     ("timm ViT", frozenset({"qkv", "proj"}), ("qkv", "proj", "fc1", "fc2")),
     ("open_clip (feed-forward layers)", frozenset({"c_fc", "c_proj"}), ("c_fc", "c_proj")),
 )
@@ -115,8 +123,9 @@ def target_names(tower: nn.Module, modality: str, given: Sequence[str] | None) -
     linears = _linears(tower)
     present = sorted({name.rsplit(".", 1)[-1] for name in linears})
     described = f"the {modality} tower ({type(tower).__name__})"
-    if given is None:
-        given = getattr(tower, "lora_targets", None)
+    option = "target_modules"
+    if given is None and getattr(tower, "lora_targets", None) is not None:
+        given, option = tower.lora_targets, f"{type(tower).__name__}.lora_targets"
     if given is None:
         family = next((targets for _, telling, targets in FAMILIES if telling <= set(present)), None)
         if family is None and not present:
@@ -133,7 +142,7 @@ def target_names(tower: nn.Module, modality: str, given: Sequence[str] | None) -
         given = [name for name in family if name in present]
     if not _matching(linears, given):
         raise OptionError(
-            f"lora: target_modules={list(given)} name no linear layer of {described}; its linear layers are named "
+            f"lora: {option}={list(given)} name no linear layer of {described}; its linear layers are named "
             f"{', '.join(present) or '(none)'}"
         )
     return list(given)
@@ -274,12 +283,17 @@ def merge_adapters(module: nn.Module) -> None:
             setattr(module.get_submodule(parent), child, layer.get_base_layer())
 
 
+def merge_into(model: EmbeddingModel) -> None:
+    """Fold ``model``'s adapters into its towers' weights, in place: it becomes the plain architecture."""
+    for modality in (model.lora or {}).get("target_modules", {}):
+        merge_adapters(model.tower(modality))
+    model.lora = None
+
+
 def merged(model: EmbeddingModel) -> EmbeddingModel:
     """``model`` itself without adapters; else a copy with them merged into the weights (what exports write)."""
     if model.lora is None:
         return model
     copied = copy.deepcopy(model)
-    for modality in copied.lora["target_modules"]:
-        merge_adapters(copied.tower(modality))
-    copied.lora = None
+    merge_into(copied)
     return copied

@@ -62,7 +62,7 @@ def mine_hard_negatives(
     device: str | torch.device = "auto",
     progress: bool = True,
 ) -> list[tuple[Any, ...]]:
-    """``(query, document, negative_1, ..., negative_n)`` for every pair whose query got ``num_negatives`` negatives.
+    """``(query, document, negative_1, ..., negative_n)`` for every pair that got ``num_negatives`` negatives.
 
     ``model`` is an :class:`EmbeddingModel`, an artifact directory or a backbone name.
     ``pairs`` is anything :func:`finetuner.load_data` reads as pairs. ``corpus`` is the
@@ -71,14 +71,13 @@ def mine_hard_negatives(
 
     For each query the candidates are ranked by cosine similarity; ``rank_range=(low, high)``
     keeps ranks ``low`` to ``high - 1`` (0 is the most similar candidate; default
-    ``(0, 10 * num_negatives)``). Of those, one whose score is too close to the query's
-    positive (its lowest-scoring one, when it has several) is skipped as a likely false
-    negative: ``margin`` skips ``score > positive - margin``, ``relative_margin`` skips
+    ``(0, 10 * num_negatives)``). For each pair, a candidate scoring too close to the pair's
+    own positive is skipped as a likely false negative: ``margin`` skips
+    ``score > positive - margin``, ``relative_margin`` skips
     ``score > positive - |positive| * relative_margin`` (0.05 is NV-Retriever's recommendation).
-    ``sampling="top"`` takes the best remaining candidates,
-    ``"random"`` draws them uniformly (seeded by ``seed``); negatives are listed best first.
-    A query left with fewer than ``num_negatives`` candidates loses its rows (a warning
-    says how many).
+    ``sampling="top"`` takes the best remaining candidates, ``"random"`` draws them uniformly
+    (seeded by ``seed``); negatives are listed best first. A pair left with fewer than
+    ``num_negatives`` candidates is dropped (a warning says how many).
 
     ``output`` writes the rows to a CSV with the header ``query,document,negative,negative_2,...``
     (text and image paths only). ``precision`` and ``device`` are :func:`finetuner.encode`'s.
@@ -110,32 +109,38 @@ def mine_hard_negatives(
     doc_emb = _embed(model, pool.items, "image" if two_towers else None, options, bar)
     bar.close()
 
-    positive_scores = _lowest_positive_scores(query_emb, doc_emb, positives, len(unique_queries))
     excluded = _exclusions(positives, queries, pool)
     where = resolve_device(device)
     searched = doc_emb[: pool.searched].to(where)
-    rng = np.random.default_rng(seed)
-    chosen: list[list[int] | None] = []
-    skipped = 0
+    windows = []  # per unique query: the scores and corpus rows of its candidates in rank_range
     blocks = range(0, len(unique_queries), QUERY_BLOCK)
     for start in tqdm(blocks, desc="mining: searching", disable=not progress or len(blocks) < 2, unit="block"):
         stop = min(start + QUERY_BLOCK, len(unique_queries))
         scores, indices = _top_k(query_emb[start:stop].to(where), searched, high, excluded[start:stop])
+        windows.append((scores[:, low:], indices[:, low:]))
+    window_scores, window_indices = (torch.cat(parts) for parts in zip(*windows, strict=True))
+
+    rng = np.random.default_rng(seed)
+    chosen: list[list[int] | None] = []
+    skipped = 0
+    for start in range(0, len(positives), QUERY_BLOCK):  # pair by pair, in order: the draws do not depend on blocks
+        part = torch.tensor(positives[start : start + QUERY_BLOCK])
+        positive = (query_emb[part[:, 0]] * doc_emb[part[:, 1]]).sum(dim=1)
         picked, dropped = _pick(
-            scores[:, low:], indices[:, low:], positive_scores[start:stop], num_negatives, margin, relative_margin, sampling, rng
+            window_scores[part[:, 0]], window_indices[part[:, 0]], positive, num_negatives, margin, relative_margin, sampling, rng
         )
         chosen.extend(picked)
         skipped += dropped
 
     rows = [
         (query, document, *(pool.items[i] for i in negatives))
-        for query, document, (number, _) in zip(data.queries, data.documents, positives, strict=True)
-        if (negatives := chosen[number]) is not None
+        for query, document, negatives in zip(data.queries, data.documents, chosen, strict=True)
+        if negatives is not None
     ]
-    _report(chosen, skipped, len(data), len(rows), num_negatives)
+    _report(len(rows), len(data), skipped, num_negatives)
     if not rows:
         raise DataError(
-            f"no query has {num_negatives} negatives left after filtering: lower num_negatives, margin or relative_margin, "
+            f"no pair has {num_negatives} negatives left after filtering: lower num_negatives, margin or relative_margin, "
             "or widen rank_range"
         )
     if output is not None:
@@ -230,16 +235,6 @@ def _embed(model: EmbeddingModel, items: list[Any], modality: str | None, option
     return F.normalize(torch.from_numpy(np.concatenate(parts)), dim=-1)
 
 
-def _lowest_positive_scores(
-    query_emb: torch.Tensor, doc_emb: torch.Tensor, positives: list[tuple[int, int]], num_queries: int
-) -> torch.Tensor:
-    """Each query's lowest score over its positives (the strictest reference for the margins)."""
-    rows = torch.tensor([q for q, _ in positives])
-    docs = torch.tensor([d for _, d in positives])
-    scores = (query_emb[rows] * doc_emb[docs]).sum(dim=1)
-    return torch.full((num_queries,), torch.inf).scatter_reduce(0, rows, scores, reduce="amin")
-
-
 def _exclusions(positives: list[tuple[int, int]], queries: dict[Any, int], pool: _Pool) -> list[list[int]]:
     """Per unique query, the searched documents it must not get: its positives and itself."""
     excluded: list[set[int]] = [set() for _ in queries]
@@ -284,8 +279,8 @@ def _pick(
     sampling: str,
     rng: np.random.Generator,
 ) -> tuple[list[list[int] | None], int]:
-    """Per query, ``count`` corpus indices from its ranked window (None when too few pass), and how many
-    candidates the margins skipped."""
+    """Per pair, ``count`` corpus indices from its query's ranked window (None when too few pass the margins
+    against the pair's own positive score), and how many candidates the margins skipped."""
     valid = torch.isfinite(scores)
     reference = positive[:, None]
     allowed = valid.clone()
@@ -306,17 +301,15 @@ def _pick(
     return picked, int((valid & ~allowed).sum())
 
 
-def _report(chosen: list[list[int] | None], skipped: int, pairs: int, rows: int, count: int) -> None:
+def _report(rows: int, pairs: int, skipped: int, count: int) -> None:
     logger.info("mined %d negatives for %d of %d pairs; the margins skipped %d candidates", count, rows, pairs, skipped)
-    short = sum(negatives is None for negatives in chosen)
-    if short and rows:
+    if rows < pairs and rows:
         logger.warning(
-            "%d of %d queries had fewer than %d negatives left after filtering; their %d pairs were dropped "
+            "%d of %d pairs had fewer than %d negatives left after filtering and were dropped "
             "(lower margin/relative_margin or widen rank_range to keep them)",
-            short,
-            len(chosen),
-            count,
             pairs - rows,
+            pairs,
+            count,
         )
 
 

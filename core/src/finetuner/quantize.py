@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finetuner.errors import UnknownNameError
+from finetuner.choices import EMBEDDING_QUANTIZATIONS
+from finetuner.errors import OptionError, UnknownNameError
 
 if TYPE_CHECKING:
     import torch
 
+PRECISIONS = EMBEDDING_QUANTIZATIONS
 DTYPES = {"int8": np.int8, "uint8": np.uint8, "binary": np.int8, "ubinary": np.uint8}
-PRECISIONS = tuple(DTYPES)
 SCALAR = ("int8", "uint8")
 _BUCKETS = 255
 
@@ -45,14 +46,21 @@ def check_precision(precision: str, argument: str = "precision") -> str:
     return precision
 
 
+def check_rescore(rescore: int | None) -> int | None:
+    """``rescore`` when it is None or a positive integer, else an OptionError naming it."""
+    if rescore is not None and (isinstance(rescore, bool) or not isinstance(rescore, (int, np.integer)) or rescore < 1):
+        raise OptionError(f"rescore must be a positive number of candidates to re-rank, got {rescore!r}")
+    return None if rescore is None else int(rescore)
+
+
 def _as_float_matrix(embeddings: Any, argument: str = "embeddings") -> np.ndarray:
     if hasattr(embeddings, "detach"):  # a torch tensor
         embeddings = embeddings.detach().float().cpu().numpy()
     array = np.asarray(embeddings)
     if array.ndim != 2:
-        raise ValueError(f"{argument} must be a 2-D [N, dim] array, got shape {array.shape}")
+        raise OptionError(f"{argument} must be a 2-D [N, dim] array, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"{argument} must be float embeddings (before quantization), got dtype {array.dtype}")
+        raise OptionError(f"{argument} must be float embeddings (before quantization), got dtype {array.dtype}")
     return array.astype(np.float32, copy=False)
 
 
@@ -60,19 +68,22 @@ def calibrate(embeddings: Any) -> np.ndarray:
     """The int8/uint8 ranges of a sample of float embeddings: ``[2, dim]`` float32, each dimension's min and max."""
     sample = _as_float_matrix(embeddings)
     if len(sample) < 2:
-        raise ValueError(f"calibrate needs a sample of at least 2 embeddings, got {len(sample)}")
+        raise OptionError(f"calibrate needs a sample of at least 2 embeddings, got {len(sample)}")
     if not np.isfinite(sample).all():
-        raise ValueError("calibrate needs finite embeddings; the sample has NaN or inf")
+        raise OptionError("calibrate needs finite embeddings; the sample has NaN or inf")
     return np.stack([sample.min(axis=0), sample.max(axis=0)])
 
 
 def check_ranges(ranges: Any, dim: int) -> np.ndarray:
-    """``ranges`` as a ``[2, dim]`` float32 array with finite ``min <= max``, else a ValueError naming ``ranges``."""
-    array = np.asarray(ranges, dtype=np.float32)
+    """``ranges`` as a ``[2, dim]`` float32 array with finite ``min <= max``, else an OptionError naming ``ranges``."""
+    try:
+        array = np.asarray(ranges, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise OptionError(f"ranges must be a (2, {dim}) array of numbers (min and max per dimension): {exc}") from None
     if array.shape != (2, dim):
-        raise ValueError(f"ranges must have shape (2, {dim}) (min and max per dimension, from calibrate), got {array.shape}")
+        raise OptionError(f"ranges must have shape (2, {dim}) (min and max per dimension, from calibrate), got {array.shape}")
     if not np.isfinite(array).all() or (array[0] > array[1]).any():
-        raise ValueError("ranges must be finite with ranges[0] (min) <= ranges[1] (max) in every dimension")
+        raise OptionError("ranges must be finite with ranges[0] (min) <= ranges[1] (max) in every dimension")
     return array
 
 
@@ -92,7 +103,7 @@ def quantize_embeddings(embeddings: Any, precision: str, ranges: Any = None) -> 
     array = _as_float_matrix(embeddings)
     if precision not in SCALAR:
         if ranges is not None:
-            raise ValueError(f"ranges apply to int8 and uint8 only, not to {precision}")
+            raise OptionError(f"ranges apply to int8 and uint8 only, not to {precision}")
         packed = np.packbits(array > 0, axis=-1)
         return (packed ^ 0x80).view(np.int8) if precision == "binary" else packed
     ranges = calibrate(array) if ranges is None else check_ranges(ranges, array.shape[1])
@@ -105,7 +116,7 @@ def dequantize(codes: np.ndarray, precision: str, *, dim: int, ranges: Any = Non
     check_precision(precision)
     codes = np.asarray(codes)
     if codes.ndim != 2 or codes.dtype != DTYPES[precision]:
-        raise ValueError(
+        raise OptionError(
             f"codes must be a 2-D {np.dtype(DTYPES[precision])} array of {precision} codes, got {codes.dtype} {codes.shape}"
         )
     if precision not in SCALAR:
@@ -157,13 +168,12 @@ def iter_search(
     queries = _as_float_matrix(queries, "queries")
     dim = queries.shape[1]
     if precision in SCALAR and ranges is None:
-        raise ValueError(f"{precision} search needs the corpus's ranges= (from calibrate)")
-    if rescore is not None and (isinstance(rescore, bool) or not isinstance(rescore, (int, np.integer)) or rescore < 1):
-        raise ValueError(f"rescore must be a positive number of candidates to re-rank, got {rescore!r}")
+        raise OptionError(f"{precision} search needs the corpus's ranges= (from calibrate)")
+    rescore = check_rescore(rescore)
     corpus = np.asarray(corpus)
     width = (dim + 7) // 8 if precision not in SCALAR else dim
     if corpus.ndim != 2 or corpus.shape[1] != width or corpus.dtype != DTYPES[precision]:
-        raise ValueError(
+        raise OptionError(
             f"corpus must be {precision} codes of {dim}-dim embeddings, [N, {width}], got {corpus.dtype} {corpus.shape}"
         )
     ks = np.broadcast_to(np.asarray(k, dtype=np.int64), (len(queries),))

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from finetuner.errors import OptionError
+
 if TYPE_CHECKING:
     import torch
 
@@ -19,25 +21,25 @@ Array = TypeVar("Array", np.ndarray, "torch.Tensor")
 
 
 def check_dim(dim: object, output_dim: int | None, *, argument: str = "truncate_dim") -> int:
-    """``dim`` as an int in ``[1, output_dim]``, or a ValueError naming ``argument`` and that range."""
+    """``dim`` as an int in ``[1, output_dim]``, or an OptionError naming ``argument`` and that range."""
     valid = "a positive integer" if output_dim is None else f"an integer from 1 to {output_dim}"
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"{argument} must be {valid}, got {dim!r}")
+        raise OptionError(f"{argument} must be {valid}, got {dim!r}")
     if output_dim is not None and dim > output_dim:
-        raise ValueError(f"{argument}={dim} is larger than the output dimension {output_dim}; valid: 1 to {output_dim}")
+        raise OptionError(f"{argument}={dim} is larger than the output dimension {output_dim}; valid: 1 to {output_dim}")
     return int(dim)
 
 
 def check_matryoshka_dims(dims: Iterable[object], output_dim: int | None = None) -> tuple[int, ...]:
     """``dims`` as a strictly descending tuple of positive ints, each at most ``output_dim`` (when known)."""
     if isinstance(dims, (str, bytes)) or not isinstance(dims, Iterable):
-        raise ValueError(f"matryoshka_dims must be a list of dimensions such as (384, 256, 128, 64), got {dims!r}")
+        raise OptionError(f"matryoshka_dims must be a list of dimensions such as (384, 256, 128, 64), got {dims!r}")
     values = list(dims)
     if not values:
-        raise ValueError("matryoshka_dims must name at least one dimension, e.g. (384, 256, 128, 64)")
+        raise OptionError("matryoshka_dims must name at least one dimension, e.g. (384, 256, 128, 64)")
     checked = tuple(check_dim(d, output_dim, argument="matryoshka_dims") for d in values)
     if any(a <= b for a, b in zip(checked, checked[1:])):
-        raise ValueError(f"matryoshka_dims must be strictly descending (largest first), got {list(checked)}")
+        raise OptionError(f"matryoshka_dims must be strictly descending (largest first), got {list(checked)}")
     return checked
 
 

@@ -14,3 +14,8 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
     return value
+
+
+def dimensions(text: str) -> list[int]:
+    """An argparse type: comma-separated whole numbers of 1 or more, e.g. 384,256,128,64."""
+    return [positive_int(part) for part in text.split(",")]

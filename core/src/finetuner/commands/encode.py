@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from finetuner.choices import BACKENDS, PRECISIONS
+from finetuner.choices import BACKENDS, EMBEDDING_QUANTIZATIONS, PRECISIONS
 from finetuner.commands import positive_int
 
 NAME = "encode"
@@ -33,6 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=64, help="items per encoding batch (default: 64)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="compute precision (default: auto)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument(
+        "--truncate-dim",
+        type=positive_int,
+        metavar="DIM",
+        help="keep the first DIM dimensions, re-normalised (for a model trained with --matryoshka-dims)",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=EMBEDDING_QUANTIZATIONS,
+        help="write codes instead of float32: int8/uint8 (a byte per dimension; the artifact's ranges, "
+        "see `finetuner calibrate`) or binary/ubinary (a bit per dimension, 8 to a byte)",
+    )
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -81,11 +93,19 @@ def run(args: argparse.Namespace) -> int:
             f"--backend {args.backend} needs an artifact directory exported with `finetuner export --onnx`, not {args.model!r}"
         )
     modality = args.modality or (suggested if towers > 1 else None)
-    options = {"batch_size": args.batch_size, "modality": modality, "precision": args.precision, "backend": args.backend}
+    options = {
+        "batch_size": args.batch_size,
+        "modality": modality,
+        "precision": args.precision,
+        "backend": args.backend,
+        "truncate_dim": args.truncate_dim,
+        "quantize": args.quantize,
+    }
     embeddings = encode_sharded(model, items, device=args.device, **options)
     if embeddings is None:  # another rank of a torchrun launch: rank 0 writes the output
         return 0
     args.output.parent.mkdir(parents=True, exist_ok=True)
     np.save(args.output, embeddings)
-    print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {args.output}")
+    what = "embeddings" if args.quantize is None else f"{args.quantize} codes"
+    print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} {what} to {args.output}")
     return 0

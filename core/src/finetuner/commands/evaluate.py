@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from finetuner.choices import PRECISIONS
-from finetuner.commands import positive_int
+from finetuner.choices import EMBEDDING_QUANTIZATIONS, PRECISIONS
+from finetuner.commands import dimensions, positive_int
 from finetuner.data.types import KINDS
+from finetuner.errors import OptionError
 
 NAME = "evaluate"
 HELP = "measure a model or artifact on a data set"
@@ -34,6 +35,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="compute precision (default: auto)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument(
+        "--dims",
+        type=dimensions,
+        metavar="DIMS",
+        help="measure the embeddings cut to each of these first dimensions (re-normalised), one row each, "
+        "e.g. 384,256,128,64 for a model trained with --matryoshka-dims",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=EMBEDDING_QUANTIZATIONS,
+        help="search the corpus's int8/uint8/binary/ubinary codes with the queries' codes "
+        "(int8/uint8: the artifact's ranges, else calibrated on the corpus)",
+    )
+    parser.add_argument(
+        "--rescore",
+        type=positive_int,
+        metavar="N",
+        help="with --quantize: re-rank each query's top N with its float32 embedding",
+    )
     parser.add_argument(
         "--wise-ft",
         type=alphas,
@@ -65,7 +85,17 @@ def run(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "precision": args.precision,
         "device": args.device,
+        "quantize": args.quantize,
+        "rescore": args.rescore,
     }
+    if args.wise_ft and args.dims:
+        raise OptionError("--wise-ft and --dims each print one row per setting: give one of them")
+    if args.dims:
+        from finetuner.report.metrics import render_rows
+
+        by_dim = {str(dim): evaluate(model, data, truncate_dim=dim, **options) for dim in args.dims}
+        print(json.dumps(by_dim, indent=2) if args.json else render_rows("dims", by_dim))
+        return 0
     if args.wise_ft:
         from finetuner.report.metrics import render_by_alpha
         from finetuner.training.wise_ft import evaluate_alphas, pretrained_weights

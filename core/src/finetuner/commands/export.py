@@ -23,6 +23,7 @@ import argparse
 from pathlib import Path
 
 from finetuner.choices import QUANTIZATIONS
+from finetuner.commands import positive_int
 
 NAME = "export"
 HELP = "export an artifact to ONNX, or to a sentence-transformers, transformers or timm folder"
@@ -42,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, help="folder to write (default: ARTIFACT/onnx or ARTIFACT/<format>)")
     parser.add_argument("--quantize", choices=QUANTIZATIONS, help="also write a dynamically quantised int8 graph per tower")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT even when finetuner did not write it")
+    parser.add_argument(
+        "--truncate-dim",
+        type=positive_int,
+        metavar="DIM",
+        help="--sentence-transformers: record truncate_dim, so the library cuts the embeddings to DIM (Matryoshka models)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,8 +60,13 @@ def run(args: argparse.Namespace) -> int:
 
         if args.quantize:
             raise OptionError("--quantize applies to --onnx only")
-        print(f"{args.format}: {export_to(args.artifact, args.format, args.output, overwrite=args.overwrite)}")
+        folder = export_to(args.artifact, args.format, args.output, overwrite=args.overwrite, truncate_dim=args.truncate_dim)
+        print(f"{args.format}: {folder}")
         return 0
+    if args.truncate_dim:
+        from finetuner.errors import OptionError
+
+        raise OptionError("--truncate-dim applies to --sentence-transformers only")
 
     from finetuner.export import export_onnx
     from finetuner.onnx_runtime import INDEX_FILE

@@ -2,7 +2,9 @@
 
 Conversion maps our roles (``query``/``document``, ``item``/``label``, ``a``/``b``/``score``)
 onto the table's columns, infers the kind when it is not given, parses scores, and turns
-image columns into checked :class:`pathlib.Path` objects.
+image columns into checked :class:`pathlib.Path` objects. Pairs data also takes hard
+negatives: columns named like ``negative``, ``negative_2``, ``hard_negative``, ``neg1``, or
+every column after the first two of a table without names (tuples of 3 or more).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +48,8 @@ LABEL_NAMES = ALIASES["labeled"]["label"]
 IMAGE_COLUMN_NAMES = frozenset({"image", "img", "image_path", "image_file", "picture", "photo"})
 KNOWN_NAMES = frozenset(name for roles in ALIASES.values() for names in roles.values() for name in names) | IMAGE_COLUMN_NAMES
 DESCRIPTIONS = {"pairs": "query/document pairs", "labeled": "labeled items", "scored": "scored pairs"}
+NEGATIVE_NAME = re.compile(r"(hard[ _]?)?negative.*|neg_?\d*")  # lower-case column names of hard negatives
+NEGATIVE_KEYS = ("negative", "negatives")  # keys of ``columns=`` naming the negative column(s)
 
 
 @dataclass
@@ -169,7 +174,8 @@ def _map_by_name(table: Table, kind: str, mapping: dict[str, int]) -> dict[str, 
                 if name in folded and folded.index(name) not in mapping.values():
                     mapping[role] = folded.index(name)
                     break
-    if table.width == len(ROLES[kind]):  # as many columns as roles: the rest go in order
+    # as many columns as roles, or pairs (and their negatives) without names: the rest go in order
+    if table.width == len(ROLES[kind]) or (kind == "pairs" and table.names is None):
         free = iter(index for index in range(table.width) if index not in mapping.values())
         mapping.update({role: next(free) for role in ROLES[kind] if role not in mapping})
     return mapping
@@ -186,12 +192,13 @@ def _infer_kind(table: Table) -> str:
     if table.names is None:
         if width == 3 and _numeric_column(table, 2):
             return "scored"
-        if width == 2:
-            return "pairs"
+        if width == 2 or (width > 2 and table.unit == "row" and not any(_numeric_column(table, i) for i in range(2, width))):
+            return "pairs"  # in memory, tuples of 3 or more texts or images: query, document, negatives
         raise DataError(
             f"{table.source} has {width} column{'s' if width != 1 else ''} and no header, so the kind of data is unclear: "
             "2 columns are read as query,document pairs, 3 with a numeric third as a,b,score. "
-            "Pass kind='pairs'|'labeled'|'scored' with columns={role: index}" + _delimiter_hint(table)
+            "Pass kind='pairs'|'labeled'|'scored' with columns={role: index}, or name the columns "
+            "(query,document,negative,... for pairs with hard negatives)" + _delimiter_hint(table)
         )
     folded = [name.strip().lower() for name in table.names]
     named_score = any(name in SCORE_NAMES for name in folded)
@@ -245,11 +252,15 @@ def to_data(
     if columns is not None and not isinstance(columns, Mapping):
         raise DataError(f"columns= must be a dict mapping roles to columns, got {type(columns).__name__}")
     inferred = kind is None
+    columns = dict(columns or {})
+    negative_refs = [columns.pop(key) for key in NEGATIVE_KEYS if key in columns]
     if kind is None:
         kind = _kind_of_keys([str(key) for key in columns]) if columns else _infer_kind(table)
     elif kind not in ROLES:
         raise DataError(f"kind={kind!r} cannot be read from a table; use one of {', '.join(map(repr, ROLES))}")
-    mapping = _map_by_name(table, kind, _map_given(table, kind, columns or {}))
+    if negative_refs and kind != "pairs":
+        raise DataError(f"columns={{'negative': ...}} applies to pairs data; this is {kind} data")
+    mapping = _map_by_name(table, kind, _map_given(table, kind, columns))
     missing = [role for role in ROLES[kind] if role not in mapping]
     if missing:
         available = ", ".join(map(repr, table.names)) if table.names is not None else f"{table.width} unnamed columns"
@@ -258,14 +269,34 @@ def to_data(
             f"pass columns={{{', '.join(f'{role!r}: ...' for role in ROLES[kind])}}}"
         )
     values = {role: _convert_column(table, role, index) for role, index in mapping.items()}
-    data = _build(kind, values, table.source)
-    _log(table, data, mapping, inferred)
+    negatives = _negative_columns(table, mapping, negative_refs) if kind == "pairs" else []
+    data = _build(kind, values, table.source, [_convert_column(table, "negative", index) for index in negatives])
+    _log(table, data, mapping, inferred, negatives)
     return data
 
 
-def _build(kind: str, values: dict[str, list[Any]], source: str) -> PairData | LabeledData | ScoredData:
+def _negative_columns(table: Table, mapping: dict[str, int], refs: list[Any]) -> list[int]:
+    """The columns holding hard negatives: those ``columns=`` names, else those named like a negative
+    (every column after the first two of a table without names)."""
+    if refs:
+        flat = [ref for given in refs for ref in (given if isinstance(given, (list, tuple)) else [given])]
+        indices = [_resolve_reference(table, "negative", ref) for ref in flat]
+        taken = [index for index in indices if index in mapping.values()]
+        if taken:
+            raise DataError(f"columns=: {table.describe_column(taken[0])} cannot be both a negative and another role")
+        return indices
+    free = [index for index in range(table.width) if index not in mapping.values()]
+    if table.names is None:
+        return free
+    return [index for index in free if NEGATIVE_NAME.fullmatch(table.names[index].strip().lower())]
+
+
+def _build(
+    kind: str, values: dict[str, list[Any]], source: str, negatives: list[list[Any]]
+) -> PairData | LabeledData | ScoredData:
     if kind == "pairs":
-        return PairData(queries=values["query"], documents=values["document"], source=source)
+        rows = [list(row) for row in zip(*negatives, strict=True)] if negatives else None
+        return PairData(queries=values["query"], documents=values["document"], source=source, negatives=rows)
     if kind == "labeled":
         return LabeledData(items=values["item"], labels=values["label"], source=source)
     return ScoredData(a=values["a"], b=values["b"], scores=values["score"], source=source)
@@ -337,12 +368,17 @@ def _image_base(table: Table, column: list[Any]) -> Path | None:
     return base
 
 
-def _log(table: Table, data: PairData | LabeledData | ScoredData, mapping: dict[str, int], inferred: bool) -> None:
+def _log(
+    table: Table, data: PairData | LabeledData | ScoredData, mapping: dict[str, int], inferred: bool, negatives: list[int]
+) -> None:
+    roles = [*mapping.items(), *(("negative", index) for index in negatives)]
     if table.names is not None:
-        used = ", ".join(f"{role}={table.names[index]!r}" for role, index in mapping.items())
+        used = ", ".join(f"{role}={table.names[index]!r}" for role, index in roles)
     else:
-        used = ", ".join(f"{role}=column {index}" for role, index in mapping.items())
+        used = ", ".join(f"{role}=column {index}" for role, index in roles)
     extra = f" in {len(set(data.labels)):,} classes" if isinstance(data, LabeledData) else ""
+    if negatives:
+        extra = f" with {len(negatives)} hard negative{'s' if len(negatives) > 1 else ''} each"
     how = f"kind inferred: {data.kind}; force with kind=..." if inferred else f"kind: {data.kind}"
     logger.info(
         "read %s %s%s from %s (%s; columns %s)", f"{len(data):,}", DESCRIPTIONS[data.kind], extra, table.source, how, used

@@ -243,22 +243,34 @@ class NoDuplicatesBatchSampler(ResumableBatchSampler):
     (a single hashable counts as a one-value tuple). Two pairs conflict when any value of one
     equals any value of the other, so a batch never holds a repeated query, a repeated
     document, or a query that is another pair's document: all would be false negatives.
-    Batches are filled greedily in shuffled order; a conflicting pair waits for a later
+    ``negatives`` (optional, one tuple per pair: its hard negatives) may repeat among
+    themselves, but never meet another pair's key value (that pair's positive would be scored
+    as a negative). Batches are filled greedily in shuffled order; a conflicting pair waits for a later
     batch. Only full global batches are yielded: pairs that cannot fill one at the end of the
     epoch are left out of it (a new shuffle next epoch).
     """
 
-    def __init__(self, keys: Sequence[Any], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        keys: Sequence[Any],
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        negatives: Sequence[Sequence[Any]] | None = None,
+    ) -> None:
         keys = list(keys)
         super().__init__(len(keys), batch_size, seed, rank, world_size)
         self._values: list[frozenset] = []
-        for index, key in enumerate(keys):
+        self._negatives: list[frozenset] = []
+        for index, (key, extra) in enumerate(zip(keys, negatives or [()] * len(keys), strict=True)):
             values = tuple(key) if isinstance(key, (tuple, list)) else (key,)
             try:
                 self._values.append(frozenset(values))
+                self._negatives.append(frozenset(extra))
             except TypeError:
                 raise DataError(
-                    f"keys[{index}] holds an unhashable value ({', '.join(type(v).__name__ for v in values)}); give hashable keys such as ids or strings"
+                    f"keys[{index}] holds an unhashable value ({', '.join(type(v).__name__ for v in (*values, *extra))}); give hashable keys such as ids or strings"
                 ) from None
         if len(keys) < self.global_batch_size:
             raise DataError(f"{len(keys)} pairs are fewer than one batch of {self.global_batch_size} (batch_size * world_size)")
@@ -276,24 +288,30 @@ class NoDuplicatesBatchSampler(ResumableBatchSampler):
         while True:
             batch: list[int] = []
             taken: set = set()
+            taken_negatives: set = set()
+
+            def take(index: int) -> bool:
+                """Add pair ``index`` to the batch, unless it conflicts with a pair there."""
+                values, negatives = self._values[index], self._negatives[index]
+                if not (taken.isdisjoint(values) and taken_negatives.isdisjoint(values) and taken.isdisjoint(negatives)):
+                    return False
+                batch.append(index)
+                taken.update(values)
+                taken_negatives.update(negatives)
+                return True
+
             still: list[int] = []
             for seen, index in enumerate(waiting):
                 if len(batch) == size:
                     still.extend(waiting[seen:])
                     break
-                if taken.isdisjoint(self._values[index]):
-                    batch.append(index)
-                    taken |= self._values[index]
-                else:
+                if not take(index):
                     still.append(index)
             waiting = still
             while len(batch) < size and position < len(order):
                 index = order[position]
                 position += 1
-                if taken.isdisjoint(self._values[index]):
-                    batch.append(index)
-                    taken |= self._values[index]
-                else:
+                if not take(index):
                     waiting.append(index)
             if len(batch) < size:
                 return batches

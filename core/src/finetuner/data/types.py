@@ -18,12 +18,33 @@ import numpy as np
 
 @dataclass
 class PairData:
-    """Matching pairs: (query, document) or (text, image). Each pair's documents are its positives."""
+    """Matching pairs: (query, document) or (text, image). Each pair's documents are its positives.
+
+    ``negatives``, when given, holds each pair's hard negatives: ``negatives[i]`` is a list of
+    documents (images, for text-to-image pairs) that do not match ``queries[i]``, the same
+    number for every pair.
+    """
 
     kind: ClassVar[str] = "pairs"
     queries: list[Any]
     documents: list[Any]
     source: str = "<memory>"
+    negatives: list[list[Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.negatives is None:
+            return
+        counts = {len(row) for row in self.negatives}
+        if len(self.negatives) != len(self.queries) or len(counts) != 1 or 0 in counts:
+            raise ValueError(
+                f"{self.source}: negatives must hold one non-empty list per pair, all of one length "
+                f"(got {len(self.negatives)} lists for {len(self.queries)} pairs, lengths {sorted(counts)})"
+            )
+
+    @property
+    def num_negatives(self) -> int:
+        """Hard negatives per pair (0 without any)."""
+        return len(self.negatives[0]) if self.negatives else 0
 
     def __len__(self) -> int:
         return len(self.queries)

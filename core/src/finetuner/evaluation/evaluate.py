@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from finetuner.data.types import LabeledData, PairData, RetrievalData, ScoredData, distinct
-from finetuner.errors import DataError, FinetunerError, UnknownNameError
+from finetuner.errors import DataError, FinetunerError, OptionError, UnknownNameError
 from finetuner.evaluation.metrics import (
     AT_K,
     AT_R,
@@ -46,6 +46,9 @@ def evaluate(
     device: str | torch.device = "auto",
     modality: str | None = None,
     compile: bool = False,
+    truncate_dim: int | None = None,
+    quantize: str | None = None,
+    rescore: int | None = None,
 ) -> dict[str, float]:
     """Measure how well ``model`` retrieves (or scores) ``data``; returns ``{metric name: value}``.
 
@@ -54,7 +57,8 @@ def evaluate(
 
     - labeled: every item queries all the others; items with its label are relevant.
       Adds ``r_precision`` and ``map@r``.
-    - pairs: each unique query against the unique documents; its documents are relevant.
+    - pairs: each unique query against the unique documents (and hard negatives, when the pairs
+      have some); its documents are relevant.
       A text-to-image model is measured both ways, as ``t2i/...`` and ``i2t/...``.
     - retrieval: queries against the corpus with graded qrels (grade >= 1 is relevant).
     - scored: ``pearson`` and ``spearman`` of the cosine similarity against the scores.
@@ -62,14 +66,28 @@ def evaluate(
     Ranking metrics are ``precision``, ``recall``, ``hit_rate``, ``mrr``, ``map`` and ``ndcg``
     at each ``k`` (``"ndcg@10"``), averaged over the queries that have a relevant document.
     ``metrics`` picks some: a family (``"ndcg"``, at every k), a full name (``"recall@50"``,
-    adding its k) or either behind a direction (``"t2i/recall@5"``). ``precision`` and ``compile``
-    are :func:`finetuner.encode`'s.
+    adding its k) or either behind a direction (``"t2i/recall@5"``). ``precision``, ``compile``
+    and ``truncate_dim`` (the first dimensions, re-normalised) are :func:`finetuner.encode`'s.
+
+    ``quantize="int8"``, ``"uint8"``, ``"binary"`` or ``"ubinary"`` searches the corpus's codes
+    with the queries' codes (see :mod:`finetuner.quantize`); int8/uint8 use the model's ranges
+    (:func:`finetuner.calibrate`), else ranges calibrated on the corpus. ``rescore=N`` re-ranks
+    each query's top N of that search with its float32 embedding against the decoded codes.
     """
     model = _as_model(model)
+    search = _Search.checked(model, truncate_dim, quantize, rescore)
     data = _as_data(data)
     ks = _check_k(k)
-    options = {"batch_size": batch_size, "precision": precision, "device": device, "compile": compile}
+    options = {
+        "batch_size": batch_size,
+        "precision": precision,
+        "device": device,
+        "compile": compile,
+        "truncate_dim": truncate_dim,
+    }
     if isinstance(data, ScoredData):
+        if quantize is not None:
+            raise OptionError("quantize= measures retrieval with quantized search; scored data gives correlations of floats")
         names = _select("scored", ks, metrics, [""])[""]
         return _evaluate_scored(model, data, names, modality, options)
     directions = _directions(model, data, modality)
@@ -79,7 +97,7 @@ def evaluate(
     for direction, ranking in rankings.items():
         if selected[direction]:
             prefix = f"{direction}/" if direction else ""
-            values = _score(ranking, selected[direction], options["device"])
+            values = _score(ranking, selected[direction], options["device"], search)
             results.update({prefix + name: value for name, value in values.items()})
     return results
 
@@ -94,6 +112,42 @@ class _Ranking:
     relevance: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (query positions, ranked corpus positions) -> grades
     ideal: Callable[[np.ndarray, int], np.ndarray]  # (query positions, width) -> best grades, descending
     exclude: np.ndarray | None = None  # corpus position each query must not retrieve (itself)
+
+
+@dataclass
+class _Search:
+    """How the corpus is searched: exact float32, or quantized codes (with the model's ranges, if any) and rescoring."""
+
+    precision: str | None = None
+    ranges: np.ndarray | None = None
+    rescore: int | None = None
+
+    @classmethod
+    def checked(cls, model: EmbeddingModel, truncate_dim: int | None, quantize: str | None, rescore: int | None) -> _Search:
+        from finetuner.quantize import SCALAR, check_precision, check_rescore
+        from finetuner.truncation import check_dim
+
+        dim = model.output_dim if truncate_dim is None else check_dim(truncate_dim, model.output_dim)
+        if quantize is None:
+            if rescore is not None:
+                raise OptionError("rescore= re-ranks a quantized search: give quantize= too")
+            return cls()
+        ranges = model.quantization_ranges.get(dim) if check_precision(quantize, "quantize") in SCALAR else None
+        return cls(quantize, ranges, check_rescore(rescore))
+
+    def top_k(self, queries: np.ndarray, corpus: np.ndarray, ks: np.ndarray, **options: Any) -> Iterator[Any]:
+        """:func:`finetuner.evaluation.retrieval.iter_top_k`, or its quantized twin :func:`finetuner.quantize.iter_search`."""
+        from finetuner.evaluation.retrieval import iter_top_k
+        from finetuner.quantize import SCALAR, calibrate, iter_search, quantize_embeddings
+
+        if self.precision is None:
+            return iter_top_k(queries, corpus, ks, **options)
+        ranges = self.ranges
+        if ranges is None and self.precision in SCALAR:
+            logger.info("the model has no %s ranges at %d dims: calibrating on the corpus", self.precision, corpus.shape[1])
+            ranges = calibrate(corpus)
+        codes = quantize_embeddings(corpus, self.precision, ranges)
+        return iter_search(queries, codes, ks, precision=self.precision, ranges=ranges, rescore=self.rescore, **options)
 
 
 def _as_model(model: Any) -> EmbeddingModel:
@@ -233,10 +287,13 @@ def _pairs(
         raise DataError(f"{data.source}: {len(data.queries)} queries but {len(data.documents)} documents")
     two_way = directions == list(DIRECTIONS)
     left, left_of_pair = distinct(data.queries)
-    right, right_of_pair = distinct(data.documents)
+    # hard negatives join the documents every query is ranked against (relevant to none)
+    right, right_of_item = distinct([*data.documents, *(n for row in data.negatives or [] for n in row)])
+    right_of_pair = right_of_item[: len(data.documents)]
     left_embeddings = _embed(model, left, "text" if two_way else modality, options)
     right_embeddings = _embed(model, right, "image" if two_way else modality, options)
-    logger.info("evaluating %s: %d queries against %d documents", data.source, len(left), len(right))
+    with_negatives = " (hard negatives included)" if data.negatives else ""
+    logger.info("evaluating %s: %d queries against %d documents%s", data.source, len(left), len(right), with_negatives)
     forward = _judged(left_embeddings, right_embeddings, left_of_pair, right_of_pair)
     if not two_way:
         return {"": forward}
@@ -265,16 +322,16 @@ def _retrieval(model: EmbeddingModel, data: RetrievalData, modality: str | None,
     per_query = [{position[d]: g for d, g in data.qrels.get(qid, {}).items() if d in position} for qid in query_ids]
     judgments = Judgments(per_query, len(corpus_ids))
     asked = [i for i, n in enumerate(judgments.num_relevant) if n > 0]
-    queries = np.zeros((len(query_ids), model.output_dim), dtype=np.float32)
-    queries[asked] = _embed_all(model, [data.queries[query_ids[i]] for i in asked], modality, options)
+    embedded = _embed_all(model, [data.queries[query_ids[i]] for i in asked], modality, options)
+    queries = np.zeros((len(query_ids), embedded.shape[1]), dtype=np.float32)
+    queries[asked] = embedded
     corpus = _embed_all(model, [data.corpus[d] for d in corpus_ids], modality, options)
     logger.info("evaluating %s: %d judged queries against %d documents", data.source, len(asked), len(corpus_ids))
     return _from_judgments(queries, corpus, judgments)
 
 
-def _score(ranking: _Ranking, names: list[str], device: str | torch.device) -> dict[str, float]:
+def _score(ranking: _Ranking, names: list[str], device: str | torch.device, search: _Search) -> dict[str, float]:
     """Average each metric over the queries that have at least one relevant document."""
-    from finetuner.evaluation.retrieval import iter_top_k
     from finetuner.runtime import resolve_device
 
     evaluated = np.flatnonzero(ranking.num_relevant > 0)
@@ -288,7 +345,7 @@ def _score(ranking: _Ranking, names: list[str], device: str | torch.device) -> d
         ks = np.maximum(ks, ranking.num_relevant[evaluated])
     exclude = ranking.exclude[evaluated] if ranking.exclude is not None else None
     sums = dict.fromkeys(names, 0.0)
-    for rows, _, ranked in iter_top_k(
+    for rows, _, ranked in search.top_k(
         ranking.queries[evaluated], ranking.corpus, ks, exclude=exclude, device=resolve_device(device)
     ):
         queries = evaluated[rows]

@@ -27,6 +27,14 @@ scored     ``loss(a, b, scores=float_tensor)`` CoSENTLoss (cosent),
 ``logit_scale`` may always be passed (``None`` for one-tower models): losses that do not use
 it ignore it. Labels are class indices stable over the run (map label strings once).
 ``CosineSimilarityLoss`` takes ``score_range=(min, max)`` (e.g. the training data's range).
+``MatryoshkaLoss`` (matryoshka) wraps any of them: ``build_loss("MatryoshkaLoss", loss="mnrl",
+matryoshka_dims=(384, 256, 128, 64), ...)`` sums the inner loss over those truncations (the
+other options go to the inner loss; see :mod:`finetuner.losses.matryoshka`).
+Pairs with hard negatives pass them as ``negatives=`` (``[N * k, dim]``, pair ``i``'s ``k`` in
+rows ``i * k`` onwards): MultipleNegativesRankingLoss and ClipLoss score each query against
+them too (``loss.takes_negatives``); the others refuse them. CachedMultipleNegativesRankingLoss
+(cachedmnrl, gradcache) and CachedClipLoss are the same losses trained by GradCache, the
+towers run ``mini_batch_size`` examples at a time (:mod:`finetuner.losses.cached`).
 
 Losses with parameters of their own (ArcFace, CosFace, ProxyAnchor, ...) report
 ``loss.needs_optimizer``: give ``loss.parameters()`` a separate optimizer with learning rate
@@ -44,11 +52,13 @@ from typing import Any
 
 from torch import nn
 
-from finetuner.errors import UnknownNameError
+from finetuner.errors import OptionError, UnknownNameError
 from finetuner.losses.base import TRAIN_KINDS, Loss, name_key, unknown_name
+from finetuner.losses.cached import CachedClipLoss, CachedMultipleNegativesRankingLoss
 from finetuner.losses.clip import ClipLoss
 from finetuner.losses.distributed import gather_with_grad
 from finetuner.losses.in_batch import MultipleNegativesRankingLoss
+from finetuner.losses.matryoshka import MatryoshkaLoss
 from finetuner.losses.metric_learning import (
     DEFAULT_METRIC_LOSS,
     MetricLoss,
@@ -64,6 +74,8 @@ from finetuner.registry import TASKS
 BUILTIN_LOSSES: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
     "MultipleNegativesRankingLoss": (MultipleNegativesRankingLoss, ("mnrl", "infonce", "in-batch")),
     "ClipLoss": (ClipLoss, ("clip",)),
+    "CachedMultipleNegativesRankingLoss": (CachedMultipleNegativesRankingLoss, ("cachedmnrl", "gradcache")),
+    "CachedClipLoss": (CachedClipLoss, ("cachedclip",)),
     "CoSENTLoss": (CoSENTLoss, ("cosent",)),
     "CosineSimilarityLoss": (CosineSimilarityLoss, ("cosine",)),
     "SigLIPLoss": (SigLIPLoss, ("siglip", "sigmoid")),
@@ -72,10 +84,13 @@ _KIND_DATA = {"pairs": "pairs (query, document)", "labeled": "labeled items", "s
 
 __all__ = [
     "BUILTIN_LOSSES",
+    "CachedClipLoss",
+    "CachedMultipleNegativesRankingLoss",
     "ClipLoss",
     "CoSENTLoss",
     "CosineSimilarityLoss",
     "Loss",
+    "MatryoshkaLoss",
     "MetricLoss",
     "MultipleNegativesRankingLoss",
     "SigLIPLoss",
@@ -181,11 +196,14 @@ def build_loss(
         raise TypeError(f"loss must be a name, an nn.Module or None, got {type(name_or_module).__name__}")
     builtin = {name_key(key, "loss"): name for name, (_, aliases) in BUILTIN_LOSSES.items() for key in (name, *aliases)}
     key = name_key(name_or_module, "loss")
+    if key == name_key(MatryoshkaLoss.__name__, "loss"):
+        options = {"kind": kind, "task": task, "embedding_size": embedding_size, "num_classes": num_classes, "miner": miner}
+        return _matryoshka(options, **kwargs)
     if key in builtin:
         name = builtin[key]
         cls = BUILTIN_LOSSES[name][0]
         _check_fits(name, cls.kinds, kind)
-        if cls is ClipLoss and task != "text-to-image":
+        if issubclass(cls, ClipLoss) and task != "text-to-image":
             raise ValueError(
                 f"ClipLoss learns the temperature of a two-tower text-to-image model; for {task} use MultipleNegativesRankingLoss (symmetric=True)"
             )
@@ -201,3 +219,18 @@ def build_loss(
     _check_fits(pml[key], ("labeled",), kind)
     loss = build_metric_loss(pml[key], embedding_size=embedding_size, num_classes=num_classes, miner=miner, **kwargs)
     return Loss(loss, name=pml[key], kind=kind)
+
+
+def _matryoshka(
+    options: dict[str, Any],
+    *,
+    matryoshka_dims: Any = None,
+    matryoshka_weights: Any = None,
+    loss: str | nn.Module | None = None,
+    **inner_options: Any,
+) -> MatryoshkaLoss:
+    """``MatryoshkaLoss`` by name: ``loss`` (default: by data kind) built with ``inner_options``, then wrapped."""
+    if matryoshka_dims is None:
+        raise OptionError("MatryoshkaLoss needs matryoshka_dims=, e.g. (384, 256, 128, 64), largest first")
+    inner = build_loss(loss, **options, **inner_options)
+    return MatryoshkaLoss(inner, matryoshka_dims, matryoshka_weights, output_dim=options["embedding_size"])

@@ -61,6 +61,14 @@ def takes_logit_scale(module: nn.Module) -> bool:
     return "logit_scale" in inspect.signature(module.forward).parameters
 
 
+def negatives_refused(name: str) -> str:
+    """Why hard negatives cannot go to loss ``name``, naming the built-in losses that take them."""
+    from finetuner.losses import BUILTIN_LOSSES
+
+    able = [n for n, (cls, _) in BUILTIN_LOSSES.items() if "negatives" in inspect.signature(cls.forward).parameters]
+    return f"the training data has hard negatives, which {name} cannot use; losses that use them: {', '.join(able)}"
+
+
 class Loss(nn.Module):
     """A loss ready for the training loop: one call shape for every data kind.
 
@@ -70,6 +78,10 @@ class Loss(nn.Module):
     * ``kind == "pairs"``: ``left`` = query (or text) embeddings, ``right`` = document (or
       image) embeddings, row ``i`` of each is a matching pair. ``logit_scale`` is the model's
       ``logit_scale`` parameter; losses that do not use it ignore it, so always pass it.
+      ``negatives`` = hard-negative embeddings ``[N * k, dim]``, pair ``i``'s ``k`` in rows
+      ``i * k`` onwards, for losses that take them (:attr:`takes_negatives`); ``groups`` = an
+      integer per pair, equal for pairs of the same query, whose documents are then never each
+      other's negatives (for losses that ``takes("groups")``).
     * ``kind == "labeled"``: ``left`` = item embeddings, ``labels`` = an integer tensor of class
       indices (the same label -> the same index for the whole run).
     * ``kind == "scored"``: ``left``/``right`` = the two sides, ``scores`` = a float tensor.
@@ -88,6 +100,17 @@ class Loss(nn.Module):
         self.kind = kind
         self.uses_logit_scale = takes_logit_scale(module)
 
+    def takes(self, argument: str) -> bool:
+        """Whether the loss uses the pairs' ``argument`` (``"negatives"`` or ``"groups"``)."""
+        if isinstance(self.module, Loss):
+            return self.module.takes(argument)
+        return argument in inspect.signature(self.module.forward).parameters
+
+    @property
+    def takes_negatives(self) -> bool:
+        """True when the loss scores queries against hard negatives (``negatives=``) too."""
+        return self.takes("negatives")
+
     @property
     def needs_optimizer(self) -> bool:
         """True when the loss has trainable parameters of its own."""
@@ -101,7 +124,13 @@ class Loss(nn.Module):
         labels: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
         logit_scale: torch.Tensor | None = None,
+        negatives: torch.Tensor | None = None,
+        groups: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if negatives is not None and not (self.kind == "pairs" and self.takes_negatives):
+            raise ValueError(negatives_refused(self.name))
+        if groups is not None and not (self.kind == "pairs" and self.takes("groups")):
+            raise ValueError(f"{self.name} does not take groups= (pairs of the same query)")
         if self.kind == "labeled":
             if labels is None or right is not None:
                 raise ValueError(f"{self.name} is for labeled data: call it with the item embeddings and labels=, no right side")
@@ -116,11 +145,12 @@ class Loss(nn.Module):
             if scores is None:
                 raise ValueError(f"{self.name} is for scored data: it needs scores=")
             return self.module(left, right, torch.as_tensor(scores, device=left.device))
+        extra = {name: value for name, value in (("negatives", negatives), ("groups", groups)) if value is not None}
         if self.uses_logit_scale:
             if logit_scale is None:
                 raise ValueError(f"{self.name} needs the model's logit_scale= (two-tower models have one)")
-            return self.module(left, right, logit_scale=logit_scale)
-        return self.module(left, right)
+            return self.module(left, right, logit_scale=logit_scale, **extra)
+        return self.module(left, right, **extra)
 
     def compute(
         self,
@@ -130,9 +160,11 @@ class Loss(nn.Module):
         labels: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
         logit_scale: torch.Tensor | None = None,
+        negatives: torch.Tensor | None = None,
+        groups: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The same as calling the loss; see the class docstring."""
-        return self(left, right, labels=labels, scores=scores, logit_scale=logit_scale)
+        return self(left, right, labels=labels, scores=scores, logit_scale=logit_scale, negatives=negatives, groups=groups)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, kind={self.kind!r}"

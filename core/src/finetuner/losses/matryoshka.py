@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from finetuner.errors import OptionError
 from finetuner.losses.base import Loss, fp32
 from finetuner.truncation import check_matryoshka_dims, truncate
 
@@ -30,7 +31,7 @@ def _check_weights(weights: Iterable[float] | None, count: int) -> tuple[float, 
         return (1.0,) * count
     values = tuple(float(w) for w in weights)
     if len(values) != count or not all(math.isfinite(w) and w >= 0 for w in values) or not any(values):
-        raise ValueError(
+        raise OptionError(
             f"matryoshka_weights must be {count} non-negative numbers (one per matryoshka_dims entry, not all 0), got {list(values)}"
         )
     return values
@@ -56,10 +57,11 @@ class MatryoshkaLoss(Loss):
         normalize: bool = True,
     ) -> None:
         inner = _as_loss(loss)
-        super().__init__(inner, name=f"MatryoshkaLoss({inner.name})", kind=inner.kind)
+        dims = check_matryoshka_dims(matryoshka_dims, output_dim)
+        super().__init__(inner, name=f"MatryoshkaLoss({inner.name}, matryoshka_dims={list(dims)})", kind=inner.kind)
         self.uses_logit_scale = inner.uses_logit_scale
         self.lr_multiplier = inner.lr_multiplier
-        self.dims = check_matryoshka_dims(matryoshka_dims, output_dim)
+        self.dims = dims
         self.weights = _check_weights(matryoshka_weights, len(self.dims))
         self.normalize = bool(normalize)
 
@@ -72,6 +74,8 @@ class MatryoshkaLoss(Loss):
         labels: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
         logit_scale: torch.Tensor | None = None,
+        negatives: torch.Tensor | None = None,
+        groups: torch.Tensor | None = None,
     ) -> torch.Tensor:
         check_matryoshka_dims(self.dims, left.shape[-1])
         total = left.new_zeros(())
@@ -83,6 +87,8 @@ class MatryoshkaLoss(Loss):
                 labels=labels,
                 scores=scores,
                 logit_scale=logit_scale,
+                negatives=None if negatives is None else truncate(negatives, dim, normalize=self.normalize),
+                groups=groups,
             )
             total = total + weight * value
         return total

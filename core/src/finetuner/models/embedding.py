@@ -47,6 +47,8 @@ class EmbeddingModel(nn.Module):
         else:
             self.logit_scale = None
         self.lora: dict[str, Any] | None = None  # LoRA settings and adapted layers by tower, when adapted (finetuner.lora)
+        self.matryoshka_dims: tuple[int, ...] | None = None  # the truncations it was trained for (MatryoshkaLoss)
+        self.quantization_ranges: dict[int, Any] = {}  # int8/uint8 ranges ([2, dim] arrays) by dim (finetuner.calibrate)
 
     @property
     def modalities(self) -> list[str]:

@@ -87,6 +87,18 @@ class Tower(nn.Module):
         """
         return None
 
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute the encoder's activations during backward instead of keeping them (``fit(gradient_checkpointing=True)``).
+
+        Towers whose library supports it override this; the default refuses.
+        """
+        from finetuner.errors import OptionError
+
+        raise OptionError(
+            f"gradient_checkpointing: {type(self).__name__} (the {self.modality} tower) does not support it; "
+            "Hugging Face text towers and timm image towers do"
+        )
+
     def item_cost(self, item: Any) -> int:
         """A cheap size estimate used to batch items of similar size together (0: no sorting)."""
         return 0

@@ -17,9 +17,14 @@ def render(metrics: Mapping[str, float]) -> str:
 
 def render_by_alpha(by_alpha: Mapping[float, Mapping[str, float]]) -> str:
     """One row per WiSE-FT alpha, one column per headline metric."""
-    names = list(dict.fromkeys(name for metrics in by_alpha.values() for name in headline(metrics)))
-    rows = [[f"{alpha:g}", *(_number(metrics.get(name)) for name in names)] for alpha, metrics in by_alpha.items()]
-    return boxed(rows, ("alpha", *names), ("right",) * (len(names) + 1))
+    return render_rows("alpha", {f"{alpha:g}": metrics for alpha, metrics in by_alpha.items()})
+
+
+def render_rows(label: str, by_row: Mapping[str, Mapping[str, float]]) -> str:
+    """One row per key of ``by_row`` (its column headed ``label``), one column per headline metric."""
+    names = list(dict.fromkeys(name for metrics in by_row.values() for name in headline(metrics)))
+    rows = [[key, *(_number(metrics.get(name)) for name in names)] for key, metrics in by_row.items()]
+    return boxed(rows, (label, *names), ("right",) * (len(names) + 1))
 
 
 def compare(before: Mapping[str, float], after: Mapping[str, float]) -> str:

@@ -55,6 +55,9 @@ def fit(
     miner, optimizer, scheduler, precision, compile, ...). ``precision="auto"`` trains under bf16
     autocast where the hardware runs it fast; weights, optimizer state and losses stay fp32.
     ``compile=True`` runs the towers through :func:`torch.compile`; the saved model is unaffected.
+    ``matryoshka_dims=(384, 256, 128, 64)`` trains the embeddings' first 256, 128 and 64
+    dimensions to work alone too (:class:`finetuner.losses.MatryoshkaLoss` around the loss);
+    the model keeps them (``model.matryoshka_dims``) for ``encode(truncate_dim=)``.
     ``lora=True`` trains LoRA adapters on the towers that are not frozen, and the artifact holds
     only those (and the head): see :mod:`finetuner.lora`.
 
@@ -106,6 +109,7 @@ def fit(
         raise TrainingError("every parameter is frozen, so there is nothing to train: pass output_dim= to add a projection head")
     out = Path(output_dir) if output_dir is not None else None
     trainer = Trainer(model, train, evaluation, opts, list(callbacks), out, dist)
+    model.matryoshka_dims = _matryoshka_dims(trainer.loss)
     if resume:
         trainer.resume()
     if evaluation is not None and trainer.state.step == 0:
@@ -153,6 +157,13 @@ def _check_arguments(model: Any, output_dir: Any, callbacks: Any) -> None:
         raise TrainingError(f"output_dir must be a path or None, got {type(output_dir).__name__}")
     if not isinstance(callbacks, Sequence) or not all(isinstance(c, Callback) for c in callbacks):
         raise TrainingError(f"callbacks must be a list of Callback objects (finetuner.training.callbacks), got {callbacks!r}")
+
+
+def _matryoshka_dims(loss: Any) -> tuple[int, ...] | None:
+    """The truncations a MatryoshkaLoss trains (kept with the model and its artifact); None for any other loss."""
+    from finetuner.losses import MatryoshkaLoss
+
+    return loss.dims if isinstance(loss, MatryoshkaLoss) else None
 
 
 def _training_record(opts: FitOptions, train: Any, trainer: Trainer) -> dict[str, Any]:

@@ -73,7 +73,11 @@ POSITIVE_REAL = Range(0, low_inclusive=False)
 class FitOptions:
     """Every option of :func:`finetuner.fit`, converted and checked when made."""
 
-    loss: Any = option(None, "loss name (default: by data kind) or, from Python, a loss module")
+    loss: Any = option(
+        None,
+        "loss name (default: by data kind); in YAML or Python also a mapping of the name and its options "
+        "({name: MatryoshkaLoss, loss: mnrl, matryoshka_dims: [384, 128]}); in Python also a loss module",
+    )
     loss_options: dict[str, Any] = option(dict, "keyword arguments of the loss", flag=False)
     miner: str | None = option(None, "pytorch-metric-learning miner name, for labeled data")
     epochs: int = option(1, "passes over the training data", bounds=POSITIVE)
@@ -91,6 +95,15 @@ class FitOptions:
     weight_decay: float = option(0.01, "weight decay of matrices and filters", bounds=NON_NEGATIVE)
     max_grad_norm: float | None = option(1.0, "clip the gradients' norm to this (0 or None: no clipping)", bounds=NON_NEGATIVE)
     gradient_accumulation_steps: int = option(1, "batches per optimizer step", bounds=POSITIVE)
+    mini_batch_size: int | None = option(
+        None,
+        "GradCache: run the towers on this many examples at a time, still training on the whole batch (its in-batch "
+        "negatives too): a mini-batch's activation memory for one more forward pass (Cached* losses: 32)",
+        bounds=POSITIVE,
+    )
+    gradient_checkpointing: bool = option(
+        False, "recompute the towers' activations during backward instead of keeping them (Hugging Face text and timm towers)"
+    )
     samples_per_class: int = option(4, "items of each class in a batch of labeled data", bounds=Range(2))
     seed: int = option(0, "random seed", bounds=Range(0, 2**32 - 1))
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
@@ -123,6 +136,12 @@ class FitOptions:
         "train LoRA adapters instead of the towers' weights (the lora extra); a mapping sets r, alpha, dropout "
         "and target_modules (default: 16, 32, 0.1 and the architecture's attention and feed-forward layers)",
     )
+    matryoshka_dims: tuple[int, ...] | None = option(
+        None,
+        "train the first dims of the embeddings to work alone too (MatryoshkaLoss around the loss): "
+        "the dimensions, largest first, e.g. 384,256,128,64; encode(truncate_dim=) then cuts to one of them",
+        bounds=POSITIVE,
+    )
     eval_every_steps: int | None = option(None, "evaluate every N optimizer steps (needs eval data)", bounds=POSITIVE)
     eval_every_epochs: int | None = option(None, "evaluate every N epochs (needs eval data)", bounds=POSITIVE)
     eval_k: tuple[int, ...] = option((1, 5, 10, 20), "cut-offs of the ranking metrics", bounds=POSITIVE)
@@ -138,9 +157,20 @@ class FitOptions:
     def __post_init__(self) -> None:
         for spec in option_specs():
             setattr(self, spec.name, spec.check(getattr(self, spec.name)))
+        if isinstance(self.loss, dict):
+            self.loss, self.loss_options = _named_loss(self.loss, self.loss_options)
+        if self.matryoshka_dims is not None:
+            from finetuner.truncation import check_matryoshka_dims  # numpy: not at import, the CLI's parser reads this module
+
+            check_matryoshka_dims(self.matryoshka_dims)
         if not (self.loss is None or isinstance(self.loss, str) or callable(getattr(self.loss, "parameters", None))):
             raise TrainingError(f"loss must be a loss name or a torch.nn.Module, got {self.loss!r} ({type(self.loss).__name__})")
         self.lora = check_settings(self.lora)
+        if self.mini_batch_size is not None and self.mini_batch_size > self.batch_size:
+            raise TrainingError(
+                f"mini_batch_size {self.mini_batch_size} is larger than batch_size {self.batch_size}: GradCache cuts each "
+                "batch into mini-batches; lower mini_batch_size or raise batch_size"
+            )
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any], arguments: Iterable[str] = ()) -> FitOptions:
@@ -236,11 +266,30 @@ def _convert(kind: type, value: Any) -> Any:
         except yaml.YAMLError:
             return _INVALID
     if kind is tuple:
-        items = [_convert(int, item) for item in value] if isinstance(value, (list, tuple)) and value else [_INVALID]
+        if isinstance(value, (str, list, tuple)):  # "384,256" and ["384,256"] too, as YAML and the flags give them
+            value = [part for item in ([value] if isinstance(value, str) else value) for part in _split(item)]
+        items = [_convert(int, item) for item in value] if isinstance(value, list) and value else [_INVALID]
         return _INVALID if _INVALID in items else tuple(items)
     if kind is int and isinstance(value, bool):
         return _INVALID
     return value if isinstance(value, kind) else _INVALID
+
+
+def _split(item: Any) -> list[Any]:
+    """A comma-separated string as its parts; anything else alone."""
+    return [part.strip() for part in item.split(",") if part.strip()] if isinstance(item, str) else [item]
+
+
+def _named_loss(loss: dict[str, Any], options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``loss={"name": NAME, **kwargs}`` as the name and loss_options (kwargs joined with the loss_options given)."""
+    rest = dict(loss)
+    name = rest.pop("name", None)
+    if not isinstance(name, str):
+        raise TrainingError(f"loss given as a mapping needs its name, e.g. {{'name': 'MatryoshkaLoss', ...}}; got {loss!r}")
+    both = sorted(set(rest) & set(options))
+    if both:
+        raise TrainingError(f"loss option {both[0]!r} is given twice: in loss= and in loss_options=")
+    return name, {**rest, **options}
 
 
 @cache

@@ -8,12 +8,12 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from finetuner.data.types import LabeledData, ScoredData
-from finetuner.errors import FinetunerError, TrainingError
+from finetuner.data.types import LabeledData, PairData, ScoredData, distinct
+from finetuner.errors import FinetunerError, OptionError, TrainingError
 from finetuner.models.embedding import EmbeddingModel
 from finetuner.runtime import autocast, move, prepare, resolve_precision
 from finetuner.training.augment import augmentations
@@ -27,6 +27,9 @@ from finetuner.training.layer_decay import layer_scales
 from finetuner.training.optim import build_optimizer, build_scheduler
 from finetuner.training.options import FitOptions
 from finetuner.training.wise_ft import interpolate, tower_weights
+
+if TYPE_CHECKING:
+    from finetuner.losses import Loss
 
 logger = logging.getLogger("finetuner")
 PROBE_SIZE = 4  # training items whose embeddings must stay finite for a checkpoint to be kept
@@ -69,9 +72,18 @@ class Trainer:
                 miner=opts.miner,
                 **opts.loss_options,
             )
+        if opts.matryoshka_dims is not None:
+            self.loss = _matryoshka(self.loss, opts.matryoshka_dims, model.output_dim)
+            self.loss_name = self.loss.name
+        if isinstance(train, PairData) and train.negatives and not self.loss.takes_negatives:
+            from finetuner.losses.base import negatives_refused
+
+            raise OptionError(negatives_refused(self.loss_name))
+        self.mini_batch_size = _mini_batch_size(opts.mini_batch_size, self.loss)  # GradCache when set
+        if opts.gradient_checkpointing:
+            self._gradient_checkpointing(True)
         augmenting = augmentations(model, [side.modality for side in self.sides], opts.augment)
         scales = layer_scales(model, opts.layer_decay) if opts.layer_decay is not None else None
-        self.start_weights = tower_weights(model) if opts.wise_ft is not None else None  # what WiSE-FT interpolates with
         prepare(model, self.device)
         self.loss.to(self.device)
         self.frozen = set(model.frozen_modalities())
@@ -82,7 +94,10 @@ class Trainer:
             )
             self.cached = False
         scores = train.scores if isinstance(train, ScoredData) else None
-        self.collator = Collator(model, self.sides, label_ids, scores, self.cached, augmenting, opts.seed)
+        groups = _query_groups(train, self.sides, self.loss)
+        self.collator = Collator(
+            model, self.sides, label_ids, scores, self.cached, augmenting, opts.seed, self.mini_batch_size, groups
+        )
         self.sampler = make_sampler(
             train,
             self.sides,
@@ -91,6 +106,7 @@ class Trainer:
             seed=opts.seed,
             rank=dist.rank,
             world_size=dist.world_size,
+            repeat_queries=groups is not None,
         )
         self.steps_per_epoch = math.ceil(len(self.sampler) / opts.gradient_accumulation_steps)
         total = self.steps_per_epoch * opts.epochs
@@ -114,8 +130,13 @@ class Trainer:
             self.loss_optimizer = build_optimizer(opts.optimizer, self.loss.parameters(), learning_rate=lr, weight_decay=0.0)
         # DDP averages the model's gradients; the temperature joins only when the loss uses it
         scale_unused = model.logit_scale is not None and not (train.kind == "pairs" and self.loss.uses_logit_scale)
+        # GradCache backpropagates the loss outside DDP's forward: the temperature's gradient is averaged by hand
+        self.scale_by_hand = model.logit_scale is not None and not scale_unused and self.mini_batch_size is not None
         self.embed_step = _EmbedStep(model)
-        self.step_module = dist.wrap(self.embed_step, ignore=["model.logit_scale"] if scale_unused else ())
+        ignored = ["model.logit_scale"] if scale_unused or self.scale_by_hand else ()
+        self.step_module = dist.wrap(self.embed_step, ignore=ignored)
+        # what WiSE-FT interpolates with: taken once DDP made every rank's weights rank 0's, before a resume loads others
+        self.start_weights = tower_weights(model) if opts.wise_ft is not None else None
         dist.broadcast_parameters(self.loss)  # the loss's own weights (ArcFace) start equal on every rank
         self.state = TrainState(total_steps=total, output_dir=out, model=model)
         self.batch_in_epoch = 0  # batches trained in the current epoch (a DataLoader's workers may have drawn more)
@@ -130,7 +151,7 @@ class Trainer:
         self.identity = run_identity(model, self.loss_name, opts.loss_options, opts.miner, train) if out else None
         self.kept_step: int | None = None
         self.checked_step: int | None = None
-        self.probe_batch = self.collator(list(range(min(PROBE_SIZE, len(train))))) if dist.is_main else None
+        self.probe_batch = self.collator.collate(list(range(min(PROBE_SIZE, len(train))))) if dist.is_main else None
 
     # -- checkpoints ---------------------------------------------------------------------
     def _stateful(self) -> dict[str, Any]:
@@ -220,13 +241,13 @@ class Trainer:
     @torch.no_grad()
     def _weight_problem(self) -> str | None:
         """What is wrong with the weights (model and loss): a non-finite value, or non-finite embeddings; None if nothing."""
-        tensors = [
-            (name, t)
-            for prefix, module in (("", self.model), ("loss", self.loss))
-            for name, t in [*module.named_parameters(prefix), *module.named_buffers(prefix)]
-            if t.is_floating_point()
-        ]
-        finite = torch.stack([torch.isfinite(t).all() for _, t in tensors]).cpu()  # one sync, not one per tensor
+        modules = (("", self.model), ("loss", self.loss))
+        parameters = [(name, t) for prefix, module in modules for name, t in module.named_parameters(prefix)]
+        # buffers may hold -inf on purpose (attention masks): only NaN is wrong there
+        buffers = [(name, t) for prefix, module in modules for name, t in module.named_buffers(prefix) if t.is_floating_point()]
+        tensors = parameters + buffers
+        checks = [torch.isfinite(t).all() for _, t in parameters] + [~torch.isnan(t).any() for _, t in buffers]
+        finite = torch.stack(checks).cpu()  # one sync, not one per tensor
         if not finite.all():
             return f"weight {tensors[int((~finite).nonzero()[0])][0]} holds non-finite values"
         batch, modes = self.probe_batch, {m: m.training for m in self.model.modules()}
@@ -333,9 +354,16 @@ class Trainer:
                 "WiSE-FT: the towers' weights are now %g x fine-tuned + %g x initial", self.opts.wise_ft, 1 - self.opts.wise_ft
             )
         self._check_weights()
+        if opts.gradient_checkpointing:  # the model goes back to the user as it came
+            self._gradient_checkpointing(False)
         if self.eval_data is not None:
             self.after = self._final_evaluation()
         self._notify("on_train_end")
+
+    def _gradient_checkpointing(self, enabled: bool) -> None:
+        """Turn gradient checkpointing of the trained (not frozen) towers on or off."""
+        for modality in sorted(set(self.model.modalities) - set(self.model.frozen_modalities())):
+            self.model.tower(modality).set_gradient_checkpointing(enabled)
 
     def _train_epoch(self, bar: Any) -> None:
         opts, state, model = self.opts, self.state, self.model
@@ -346,11 +374,14 @@ class Trainer:
         for batch in bar:
             steps = accumulated + 1 >= opts.gradient_accumulation_steps or self.batch_in_epoch + 1 >= len(self.sampler)
             with self.dist.no_sync(self.step_module, skip=not steps):  # DDP syncs gradients only before an optimizer step
-                with autocast(self.device, self.dtype):
-                    embeddings = self._embed(batch)
-                loss = self._loss(embeddings, batch)
-                value = self.dist.mean(loss.detach())  # the global batch's loss, the same on every rank
-                (loss / opts.gradient_accumulation_steps).backward()
+                if batch.parts:  # GradCache: the towers run one mini-batch at a time
+                    value = self.dist.mean(self._cached_step(batch, sync=steps))
+                else:
+                    with autocast(self.device, self.dtype):
+                        embeddings = self._embed(batch)
+                    loss = self._loss(embeddings, batch)
+                    value = self.dist.mean(loss.detach())  # the global batch's loss, the same on every rank
+                    (loss / opts.gradient_accumulation_steps).backward()
             # Checked after backward is queued, so a GPU never idles between forward and backward; a
             # non-finite loss still stops training before any weight changes.
             if not torch.isfinite(value):
@@ -381,13 +412,29 @@ class Trainer:
             if state.stop:
                 return
 
-    def _embed(self, batch: Batch) -> list[torch.Tensor]:
+    def _embed(self, batch: Batch, module: torch.nn.Module | None = None) -> list[torch.Tensor]:
         modalities = [side.modality for side in self.sides]
         if self.cache is not None:
             inputs = self.cache.rows(batch.indices, self.device)
         else:
             inputs = [move(features, self.device) for features in batch.features]
-        return self.step_module(list(zip(inputs, modalities, strict=True)))
+        return (module or self.step_module)(list(zip(inputs, modalities, strict=True)))
+
+    def _cached_step(self, batch: Batch, sync: bool) -> torch.Tensor:
+        """GradCache over ``batch.parts``: only the last mini-batch's forward goes through DDP, and only when this step syncs."""
+        from finetuner.losses.cached import cached_backward
+
+        def embed(number: int, last: bool) -> list[torch.Tensor]:
+            with autocast(self.device, self.dtype):
+                return self._embed(batch.parts[number], self.step_module if last and sync else self.embed_step)
+
+        return cached_backward(
+            embed,
+            len(batch.parts),
+            lambda embeddings: self._loss(embeddings, batch),
+            device=self.device,
+            scale=1 / self.opts.gradient_accumulation_steps,
+        )
 
     def _loss(self, embeddings: list[torch.Tensor], batch: Batch) -> torch.Tensor:
         kind = self.train_data.kind
@@ -395,11 +442,17 @@ class Trainer:
             return self.loss.compute(embeddings[0], labels=batch.labels.to(self.device))
         if kind == "scored":
             return self.loss.compute(embeddings[0], embeddings[1], scores=batch.scores.to(self.device))
-        return self.loss.compute(embeddings[0], embeddings[1], logit_scale=self.model.logit_scale)
+        negatives = torch.stack(embeddings[2:], dim=1).flatten(0, 1) if len(embeddings) > 2 else None  # pair-major rows
+        groups = batch.groups.to(self.device) if batch.groups is not None else None
+        return self.loss.compute(
+            embeddings[0], embeddings[1], logit_scale=self.model.logit_scale, negatives=negatives, groups=groups
+        )
 
     def _optimizer_step(self) -> None:
         if self.loss_optimizer is not None:
             self.dist.average_gradients(self.loss.parameters())  # DDP does not own the loss's weights
+        if self.scale_by_hand:
+            self.dist.average_gradients([self.model.logit_scale])
         if self.opts.max_grad_norm:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.opts.max_grad_norm)
         for optimizer in (self.optimizer, self.loss_optimizer):
@@ -465,6 +518,34 @@ def _as_training_error(what: str, name: str, options: dict[str, Any]) -> Iterato
     except (TypeError, ValueError, RuntimeError) as exc:
         given = f" with {name}={options}" if options else ""
         raise TrainingError(f"cannot build the {what}{given}: {exc}") from exc
+
+
+def _matryoshka(loss: Loss, dims: tuple[int, ...], output_dim: int) -> Loss:
+    """``loss`` inside a MatryoshkaLoss over ``dims`` (fit's matryoshka_dims=); refused around one already."""
+    from finetuner.losses import MatryoshkaLoss
+
+    if isinstance(loss, MatryoshkaLoss):
+        raise OptionError("matryoshka_dims= wraps the loss in MatryoshkaLoss, and loss= is one already: give the dims once")
+    return MatryoshkaLoss(loss, dims, output_dim=output_dim)
+
+
+def _query_groups(train: Any, sides: list[Any], loss: Loss) -> list[int] | None:
+    """For pairs whose queries repeat (several documents per query) and a loss that takes ``groups``: the
+    number of each pair's query, so that its pairs can share a batch without being each other's negatives."""
+    if not (isinstance(train, PairData) and loss.takes("groups")):
+        return None
+    _, numbers = distinct(sides[0].items)
+    return numbers.tolist() if len(set(numbers.tolist())) < len(numbers) else None
+
+
+def _mini_batch_size(option: int | None, loss: Loss) -> int | None:
+    """GradCache's mini-batch size: the option, else a Cached* loss's own (inside wrappers such as MatryoshkaLoss)."""
+    from finetuner.losses import Loss
+
+    module: Any = loss
+    while isinstance(module, Loss):
+        module = module.module
+    return option or getattr(module, "mini_batch_size", None)
 
 
 def _fused_by_default(name: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -106,6 +106,19 @@ class HFTextTower(Tower):
             hidden = self.run_encoder(self.encoder, input_ids=features["input_ids"], attention_mask=mask).last_hidden_state
         return self.pooling(hidden, mask)
 
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """transformers' checkpointing of the encoder's layers (non-reentrant: it also works with frozen embeddings)."""
+        encoder = self.encoder
+        if enabled and not encoder.supports_gradient_checkpointing:
+            super().set_gradient_checkpointing(enabled)  # refuses, naming the tower
+        options = {"use_reentrant": False}
+        if hasattr(encoder, "activation_checkpointing_enable"):  # transformers 5; 4 spells it gradient_checkpointing_*
+            encoder.activation_checkpointing_enable(options) if enabled else encoder.activation_checkpointing_disable()
+        elif enabled:
+            encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+        else:
+            encoder.gradient_checkpointing_disable()
+
     def save_files(self, directory: Path) -> None:
         """Tokenizer files, config.json and sentence-transformers pooling/length configs."""
         directory = Path(directory)

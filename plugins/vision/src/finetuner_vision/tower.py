@@ -67,6 +67,12 @@ class ImageTower(Tower):
             out = self.pool(out)
         return out
 
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """timm's ``set_grad_checkpointing``; torchvision's models have none, so the default refuses them."""
+        if not hasattr(self.backbone, "set_grad_checkpointing"):
+            super().set_gradient_checkpointing(enabled)
+        self.backbone.set_grad_checkpointing(enabled)
+
     def _weights_channels_last(self) -> bool:
         weight = self.backbone.get_parameter(self._conv_weight)
         return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
