@@ -8,6 +8,7 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,3 +54,26 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
         cwd=cwd,
         timeout=120,
     )
+
+
+def assert_checkpointing_changes_nothing(model: Any, items: list[Any]) -> None:
+    """``model``'s tower with gradient checkpointing on gives the same embeddings of ``items`` and the same
+    gradients as without (training mode, dropout included: one seed for both)."""
+    import copy
+
+    import torch
+
+    checkpointed = copy.deepcopy(model)
+    checkpointed.tower().set_gradient_checkpointing(True)
+    results = []
+    for candidate in (model, checkpointed):
+        candidate.train()
+        torch.manual_seed(0)
+        embeddings = candidate(candidate.tower().preprocess(items))
+        (embeddings * torch.arange(1.0, 1 + embeddings.shape[1])).sum().backward()
+        results.append((embeddings.detach(), {n: p.grad for n, p in candidate.named_parameters() if p.grad is not None}))
+    (expected, expected_grads), (actual, grads) = results
+    torch.testing.assert_close(actual, expected, atol=1e-6, rtol=0)
+    assert set(grads) == set(expected_grads)
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)

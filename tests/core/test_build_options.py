@@ -63,3 +63,15 @@ def test_fit_and_a_yaml_config_pass_model_options(tmp_path):
     assert main(["fit", "--config", str(config), "--quiet"]) == 0
     saved = json.loads((tmp_path / "model" / "finetuner.json").read_text())
     assert saved["sources"][0]["options"] == {"dim": 16}
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, True, "x", "-3"])
+def test_output_dim_out_of_range_names_the_option_and_range(bad):
+    with pytest.raises(finetuner.FinetunerError, match=r"output_dim must be None .* an integer in \[1, inf\)"):
+        finetuner.build_model("dummy-text", output_dim=bad)
+
+
+def test_output_dim_from_yaml_string_is_converted_and_flags_must_be_booleans():
+    assert finetuner.build_model("dummy-text", output_dim="4").output_dim == 4
+    with pytest.raises(finetuner.FinetunerError, match="pretrained must be True or False, got 'no'"):
+        finetuner.build_model("dummy-text", pretrained="no")

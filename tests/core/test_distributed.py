@@ -81,7 +81,12 @@ SCENARIOS = {
         None,
         {"epochs": 1, "batch_size": 8},
     ),
-    "gradcache_clip": ("dummy-text+dummy-image", captioned_images, None, {"epochs": 1, "batch_size": 4, "output_dim": 8, "mini_batch_size": 2}),
+    "gradcache_clip": (
+        "dummy-text+dummy-image",
+        captioned_images,
+        None,
+        {"epochs": 1, "batch_size": 4, "output_dim": 8, "mini_batch_size": 2},
+    ),
 }
 
 

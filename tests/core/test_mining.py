@@ -72,7 +72,7 @@ def test_margins_skip_candidates_close_to_the_positive():
 def test_rank_range_skips_the_top_ranks_and_bounds_the_window():
     assert mine([("q", "p")], CORPUS, num_negatives=2, rank_range=(2, 4)) == [("q", "p", "d70", "d60")]
     # the window is ranked before the margins: ranks 0..2 are d90, d79, d70; the margin leaves d70 only
-    with pytest.raises(DataError, match="no query has 2 negatives"):
+    with pytest.raises(DataError, match="no pair has 2 negatives"):
         mine([("q", "p")], CORPUS, num_negatives=2, rank_range=(0, 3), margin=0.05)
 
 
@@ -108,14 +108,19 @@ def test_the_chunked_search_equals_one_exact_top_k(monkeypatch):
     assert torch.equal(indices, expected.indices)
 
 
-def test_queries_left_short_lose_their_rows_with_a_warning(caplog):
+def test_the_margins_compare_with_each_pairs_own_positive():
+    rows = mine([("q", "p"), ("q", "d50")], CORPUS, num_negatives=1, margin=0.0)  # positives score 0.8 and 0.5
+    assert rows == [("q", "p", "d79"), ("q", "d50", "d40")]  # neither positive is ever the other's negative
+
+
+def test_pairs_left_short_are_dropped_with_a_warning(caplog):
     # q's positive a outscores both corpus documents; for q2, c outscores its positive d (margin 0 skips it)
     vectors = {"q": [1.0, 0.0], "q2": [0.0, 1.0], "a": [0.9, 0.1], "b": [0.8, 0.2], "c": [0.1, 0.9], "d": [0.2, 0.8]}
     model = lookup_model(vectors)
     with caplog.at_level(logging.WARNING, logger="finetuner"):
         rows = mine_hard_negatives(model, [("q", "a"), ("q2", "d")], ["b", "c"], num_negatives=2, margin=0.0, progress=False)
     assert rows == [("q", "a", "b", "c")]
-    assert "1 of 2 queries had fewer than 2 negatives" in caplog.text
+    assert "1 of 2 pairs had fewer than 2 negatives" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -183,4 +188,3 @@ def test_cli_mine_writes_the_csv(tmp_path, capsys):
         rows = list(csv.reader(handle))
     assert rows[0] == ["query", "document", "negative", "negative_2"] and len(rows) == 31
     assert all(row[2].startswith("notes on extra") for row in rows[1:])
-

@@ -109,7 +109,9 @@ def test_matryoshka_passes_negatives_to_the_loss_inside():
     queries, documents, negatives = embeddings(4, 1)
     loss = build_loss("MatryoshkaLoss", kind="pairs", task="text-to-text", embedding_size=6, loss="mnrl", matryoshka_dims=(6, 3))
     inner = build_loss("mnrl", kind="pairs", task="text-to-text", embedding_size=6)
-    expected = inner(queries, documents, negatives=negatives) + inner(queries[:, :3], documents[:, :3], negatives=negatives[:, :3])
+    expected = inner(queries, documents, negatives=negatives) + inner(
+        queries[:, :3], documents[:, :3], negatives=negatives[:, :3]
+    )
     torch.testing.assert_close(loss(queries, documents, negatives=negatives), expected)
 
 

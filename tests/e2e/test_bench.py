@@ -75,7 +75,7 @@ def test_gpu_script_runs_its_cpu_smoke_path():
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     # encode and forward vs peers, fit() for both models (the text one also through DDP in a group of one),
-    # the loss-check pair, then compile vs eager for all four
+    # the loss-check pair, the peak memory of GradCache and of gradient checkpointing, then compile vs eager for all four
     assert [row["unit"] for row in rows] == [
         "sent/s",
         "img/s",
@@ -84,6 +84,8 @@ def test_gpu_script_runs_its_cpu_smoke_path():
         "img/s",
         "pairs/s",
         "pairs/s",
+        "MiB RSS",
+        "MiB RSS",
         "sent/s",
         "img/s",
         "pairs/s",

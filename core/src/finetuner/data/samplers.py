@@ -287,35 +287,34 @@ class NoDuplicatesBatchSampler(ResumableBatchSampler):
         position = 0
         while True:
             batch: list[int] = []
-            taken: set = set()
-            taken_negatives: set = set()
-
-            def take(index: int) -> bool:
-                """Add pair ``index`` to the batch, unless it conflicts with a pair there."""
-                values, negatives = self._values[index], self._negatives[index]
-                if not (taken.isdisjoint(values) and taken_negatives.isdisjoint(values) and taken.isdisjoint(negatives)):
-                    return False
-                batch.append(index)
-                taken.update(values)
-                taken_negatives.update(negatives)
-                return True
-
+            taken: tuple[set, set] = (set(), set())  # the batch's key values, and its hard negatives
             still: list[int] = []
             for seen, index in enumerate(waiting):
                 if len(batch) == size:
                     still.extend(waiting[seen:])
                     break
-                if not take(index):
+                if not self._take(index, batch, taken):
                     still.append(index)
             waiting = still
             while len(batch) < size and position < len(order):
                 index = order[position]
                 position += 1
-                if not take(index):
+                if not self._take(index, batch, taken):
                     waiting.append(index)
             if len(batch) < size:
                 return batches
             batches.append(batch)
+
+    def _take(self, index: int, batch: list[int], taken: tuple[set, set]) -> bool:
+        """Add pair ``index`` to ``batch`` unless it conflicts with a pair there (``taken``: their values, their negatives)."""
+        values, negatives = self._values[index], self._negatives[index]
+        keys, hard = taken
+        if not (keys.isdisjoint(values) and hard.isdisjoint(values) and keys.isdisjoint(negatives)):
+            return False
+        batch.append(index)
+        keys.update(values)
+        hard.update(negatives)
+        return True
 
 
 class ShuffledBatchSampler(ResumableBatchSampler):

@@ -6,7 +6,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from finetuner.errors import FinetunerError, PluginError, UnknownNameError
+from finetuner.errors import FinetunerError, OptionError, PluginError, UnknownNameError
 from finetuner.models.embedding import EmbeddingModel
 from finetuner.models.tower import Tower
 from finetuner.registry import get_spec
@@ -72,6 +72,10 @@ def build_model(
     ``weights=PATH``, ``max_length=``, ...). ``freeze`` freezes every tower (True) or the
     named ones (``"image"``).
     """
+    output_dim = check_output_dim(output_dim)
+    for flag, value in (("normalize", normalize), ("pretrained", pretrained)):
+        if not isinstance(value, bool):
+            raise OptionError(f"{flag} must be True or False, got {value!r}")
     if "+" in name and get_spec_or_none(name) is None:
         return build_two_tower(
             *name.split("+", 1), output_dim=output_dim, normalize=normalize, freeze=freeze, pretrained=pretrained, **options
@@ -80,6 +84,17 @@ def build_model(
     model = EmbeddingModel(towers, sources=[source], output_dim=output_dim, normalize=normalize, logit_scale=logit_scale)
     model.freeze(freeze)
     return model
+
+
+def check_output_dim(value: Any) -> int | None:
+    """``output_dim`` as an int of at least 1 (numeric strings, as YAML may give them, converted), or None."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise OptionError(f"output_dim must be None (no projection head) or an integer in [1, inf), got {value!r}")
+    return value
 
 
 def build_two_tower(

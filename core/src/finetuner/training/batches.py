@@ -90,7 +90,10 @@ def make_sampler(
             data.labels, batch_size, m=samples_per_class, seed=seed, rank=rank, world_size=world_size
         )
     if isinstance(data, PairData):  # hard negatives (and repeatable queries) may recur, never as another pair's key
-        keys = [(item_key(d),) if repeat_queries else (item_key(q), item_key(d)) for q, d in zip(sides[0].items, sides[1].items, strict=True)]
+        keys = [
+            (item_key(d),) if repeat_queries else (item_key(q), item_key(d))
+            for q, d in zip(sides[0].items, sides[1].items, strict=True)
+        ]
         recurring = sides[2:] if not repeat_queries else [sides[0], *sides[2:]]
         negatives = [tuple(item_key(side.items[i]) for side in recurring) for i in range(len(data))] if recurring else None
         return NoDuplicatesBatchSampler(keys, batch_size, seed=seed, rank=rank, world_size=world_size, negatives=negatives)
