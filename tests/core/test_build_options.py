@@ -75,3 +75,14 @@ def test_output_dim_from_yaml_string_is_converted_and_flags_must_be_booleans():
     assert finetuner.build_model("dummy-text", output_dim="4").output_dim == 4
     with pytest.raises(finetuner.FinetunerError, match="pretrained must be True or False, got 'no'"):
         finetuner.build_model("dummy-text", pretrained="no")
+
+
+def test_the_cli_passes_model_options_to_the_named_tower(tmp_path, capsys):
+    train = tmp_path / "train.csv"
+    train.write_text("query,document\n" + "\n".join(f"{q},{d}" for q, d in topic_pairs(8)))
+    args = ["fit", "--model", "dummy-text", "--train-data", str(train), "--batch-size", "4", "--quiet"]
+    assert main([*args, "--output-dir", str(tmp_path / "a"), "--model-option", "dim=16"]) == 0
+    saved = json.loads((tmp_path / "a" / "model" / "finetuner.json").read_text())
+    assert saved["sources"][0]["options"] == {"dim": 16}
+    assert main([*args, "--output-dir", str(tmp_path / "b"), "--model-option", "dim"]) == 1
+    assert "--model-option takes KEY=VALUE, got 'dim'" in capsys.readouterr().err

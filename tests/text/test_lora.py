@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import finetuner
-from finetuner.lora import add_adapters, check_settings, merged, target_names
+from finetuner.lora import LEARNING_RATE, add_adapters, check_settings, merged, target_names
 from tests.core.helpers import topic_pairs
 from tests.ddp import spawn
 from tests.text.tiny_models import write_bert
@@ -91,6 +91,12 @@ def test_exports_merge_the_adapters(trained, tmp_path):
     assert model.lora is not None and any(_adapter(n) for n, _ in model.named_parameters())  # the model keeps them
 
 
+def test_lora_trains_at_its_own_learning_rate_unless_one_is_given(base, tmp_path):
+    options = {key: value for key, value in COMMON.items() if key != "learning_rate"}
+    finetuner.fit(f"hf:{base}", topic_pairs(8), output_dir=tmp_path, lora=True, **options)
+    assert json.loads((tmp_path / "model" / "finetuner.json").read_text())["training"]["learning_rate"] == LEARNING_RATE
+
+
 def test_load_refuses_a_base_that_changed_or_is_gone(base, tmp_path):
     folder = shutil.copytree(base, tmp_path / "base")
     model = finetuner.build_model(f"hf:{folder}")
@@ -104,16 +110,21 @@ def test_load_refuses_a_base_that_changed_or_is_gone(base, tmp_path):
         finetuner.load(tmp_path / "model")
 
 
-def test_resume_continues_a_lora_run_and_bf16_trains(base, tmp_path):
+def test_resume_bf16_gradient_checkpointing_and_gradcache_train_the_adapters(base, tmp_path):
     options = {**COMMON, "scheduler": "constant", "warmup_ratio": 0.0, "lora": {"r": 2}}
     data = topic_pairs(16)
     straight = finetuner.fit(f"hf:{base}", data, output_dir=tmp_path / "straight", **{**options, "epochs": 2})
-    finetuner.fit(f"hf:{base}", data, output_dir=tmp_path / "split", **options)
+    first = finetuner.fit(f"hf:{base}", data, output_dir=tmp_path / "split", **options)
     resumed = finetuner.fit(f"hf:{base}", data, output_dir=tmp_path / "split", resume=True, **{**options, "epochs": 2})
     for name, weight in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], weight)
-    bf16 = finetuner.fit(f"hf:{base}", data, output_dir=None, **{**options, "precision": "bf16"})
-    assert all(np.isfinite(h["loss"]) for h in bf16.history)
+    checkpointed = finetuner.fit(f"hf:{base}", data, output_dir=None, gradient_checkpointing=True, **options)
+    for name, weight in first.state_dict().items():
+        torch.testing.assert_close(checkpointed.state_dict()[name], weight)
+    for extra in ({"precision": "bf16"}, {"mini_batch_size": 4}):
+        model = finetuner.fit(f"hf:{base}", data, output_dir=None, **{**options, **extra})
+        assert all(np.isfinite(h["loss"]) for h in model.history)
+        assert all(p.abs().sum() > 0 for n, p in model.named_parameters() if ".lora_B." in n)
 
 
 def _ddp_worker(rank: int, base: str, out: str) -> None:

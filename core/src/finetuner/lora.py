@@ -1,6 +1,6 @@
 """LoRA adapters (the ``lora`` extra: the peft library): train a few low-rank weights, ship only those.
 
-``fit(..., lora=True)`` (or ``lora={"r": 16, "alpha": 32, "dropout": 0.1, "target_modules": [...]}``)
+``fit(..., lora=True)`` (or ``lora={"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": [...]}``)
 puts a LoRA adapter on the linear layers of every tower that is not frozen; the towers' own
 weights stay frozen, so only the adapters (and a projection head, with ``output_dim=``) train.
 The layers are found by name in the tower (see :data:`FAMILIES`); a tower names its own with the
@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 
 EXTRA = "finetuner-core[lora]"
 ADAPTER = "default"  # peft's adapter name; a model carries one adapter per tower
-DEFAULTS: dict[str, Any] = {"r": 16, "alpha": 32, "dropout": 0.1, "target_modules": None}
+DEFAULTS: dict[str, Any] = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": None}
+# fit()'s learning_rate with lora, unless given: on all-MiniLM-L6-v2 with 2,000 STSb pairs (one epoch, seed 0) it
+# matched full fine-tuning at 2e-5 (Spearman 0.855 both), where 5e-4 gave 0.840 and 2e-4 0.797
+LEARNING_RATE = 1e-3
 # (architecture, the linear layers that tell it, the linear layers adapted), by the last part of their names:
 # the attention projections and the feed-forward layers of each transformer block.
 FAMILIES: tuple[tuple[str, frozenset[str], tuple[str, ...]], ...] = (

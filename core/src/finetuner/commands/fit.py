@@ -48,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for spec in option_specs():
         if spec.flag:
             _add_option(options, spec)
+    parser.add_argument(
+        "--model-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a build option of the model, VALUE read as YAML (repeatable): image_size=64; "
+        "text.KEY=VALUE or image.KEY=VALUE names the tower of a TEXT+IMAGE model",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -101,6 +108,14 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
     options.update({name: getattr(args, name) for name in names if getattr(args, name) is not None})
     if args.quiet:
         options["verbose"] = False
+    for pair in args.model_option or ():
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise DataError(f"--model-option takes KEY=VALUE, got {pair!r}")
+        tower, dot, name = key.rpartition(".")
+        model_options = options.setdefault("model_options", {})
+        target = model_options.setdefault(f"{tower}_options", {}) if dot else model_options
+        target[name] = yaml.safe_load(value)
     for required in ("model", "train_data"):
         if required not in options:
             raise DataError(f"fit needs --{required.replace('_', '-')} (or `{required}:` in the config file)")

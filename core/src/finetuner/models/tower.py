@@ -37,6 +37,9 @@ class Tower(nn.Module):
       (``"sentence-transformers"``, ``"transformers"``, ``"timm"``; see :mod:`finetuner.ecosystem`).
     - ``base_model``: the Hugging Face Hub id of the pretrained weights the tower started
       from, or None; model cards name it. Set it when building with ``pretrained=True``.
+    - ``leaves_parameters_unused``: True for a tower some of whose trainable weights get no
+      gradient in a step by design (a conditional branch); DDP then looks for unused
+      parameters for that model only, at the cost of a graph traversal per step.
     - ``default_loss``: the loss ``fit`` picks for pairs data when every tower of the model
       names the same one (SigLIP towers name ``"SigLIPLoss"``); None leaves the task's default.
     - ``lora_targets``: the linear layers ``fit(..., lora=True)`` adapts, by the last part of
@@ -51,6 +54,7 @@ class Tower(nn.Module):
     export_formats: tuple[str, ...] = ()
     base_model: str | None = None
     default_loss: str | None = None
+    leaves_parameters_unused: bool = False
     lora_targets: tuple[str, ...] | None = None
 
     def preprocess(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:

@@ -58,8 +58,8 @@ def fit(
     ``matryoshka_dims=(384, 256, 128, 64)`` trains the embeddings' first 256, 128 and 64
     dimensions to work alone too (:class:`finetuner.losses.MatryoshkaLoss` around the loss);
     the model keeps them (``model.matryoshka_dims``) for ``encode(truncate_dim=)``.
-    ``lora=True`` trains LoRA adapters on the towers that are not frozen, and the artifact holds
-    only those (and the head): see :mod:`finetuner.lora`.
+    ``lora=True`` trains LoRA adapters on the towers that are not frozen (at ``learning_rate``
+    1e-3 unless given), and the artifact holds only those (and the head): see :mod:`finetuner.lora`.
 
     Launched by ``torchrun`` it trains with DistributedDataParallel: ``batch_size`` is per
     process (the global batch is ``batch_size * WORLD_SIZE``), in-batch negatives span the
@@ -73,11 +73,13 @@ def fit(
     opts = FitOptions.from_kwargs(options, arguments)
     _check_arguments(model, output_dir, callbacks)
     if opts.lora is not None:
-        from finetuner.lora import require_peft
+        from finetuner.lora import LEARNING_RATE, require_peft
 
         require_peft("lora=")
         if not pretrained:
             raise TrainingError("lora= adapts pretrained weights, and pretrained=False starts from random ones: drop one of them")
+        if "learning_rate" not in options:  # adapters start at zero: full fine-tuning's rate barely moves them
+            opts.learning_rate = LEARNING_RATE
     if (opts.eval_every_steps or opts.eval_every_epochs) and eval_data is None:
         raise TrainingError("eval_every_steps and eval_every_epochs need eval_data")
     dist = DistributedContext.setup(opts.device)  # first, so ranks other than 0 log nothing from here on

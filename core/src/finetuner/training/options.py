@@ -133,8 +133,8 @@ class FitOptions:
     )
     lora: bool | dict[str, Any] | None = option(
         None,
-        "train LoRA adapters instead of the towers' weights (the lora extra); a mapping sets r, alpha, dropout "
-        "and target_modules (default: 16, 32, 0.1 and the architecture's attention and feed-forward layers)",
+        "train LoRA adapters instead of the towers' weights (the lora extra; learning_rate then defaults to 1e-3); a mapping "
+        "sets r, alpha, dropout and target_modules (default: 16, 32, 0 and the architecture's attention and feed-forward layers)",
     )
     matryoshka_dims: tuple[int, ...] | None = option(
         None,
