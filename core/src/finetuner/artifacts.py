@@ -206,7 +206,9 @@ def _restore_truncation(model: Any, config: dict[str, Any], path: Path) -> None:
 
 def _needs_base(config: dict[str, Any]) -> str:
     """What a LoRA artifact needs to load, as the end of an error message; empty for any other artifact."""
-    return "; it holds LoRA adapters only, so their base model's pretrained weights must be available" if config.get("lora") else ""
+    return (
+        "; it holds LoRA adapters only, so their base model's pretrained weights must be available" if config.get("lora") else ""
+    )
 
 
 def _check_plugin(directory: Path, index: int, source: dict[str, Any], needs: str) -> None:
@@ -242,7 +244,9 @@ def _rebuild(directory: Path, index: int, source: dict[str, Any], needs: str) ->
         if needs:
             built, _, record = build_towers(source["name"], pretrained=True, **options)
         else:
-            built, _, record = build_towers(source["name"], pretrained=False, local_dir=str(directory / source["files"]), **options)
+            built, _, record = build_towers(
+                source["name"], pretrained=False, local_dir=str(directory / source["files"]), **options
+            )
     except ArtifactError:
         raise
     except FinetunerError as exc:
