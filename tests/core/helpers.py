@@ -31,6 +31,13 @@ def pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return topic_pairs(n, seed, topics=8)
 
 
+def quiet_fit(model: Any, *data: Any, **options: Any) -> Any:
+    """``finetuner.fit`` that prints nothing and, unless ``options`` name an ``output_dir``, writes nothing."""
+    import finetuner
+
+    return finetuner.fit(model, *data, **{"output_dir": None, "verbose": False, **options})
+
+
 def coloured_images(n_per_class: int = 12, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
     """16x16 noisy images of four colours, labelled by colour."""
     rng = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ import torch
 
 import finetuner
 from finetuner.cli import main
-from tests.core.helpers import coloured_images, topic_pairs
+from tests.core.helpers import coloured_images, quiet_fit, topic_pairs
 
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -19,9 +19,7 @@ def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def test_text_pairs_train_and_improve(tmp_path):
     pairs = topic_pairs()
-    model = finetuner.fit(
-        "dummy-text", pairs[:90], pairs[90:], epochs=3, batch_size=16, learning_rate=5e-2, output_dir=tmp_path, verbose=False
-    )
+    model = quiet_fit("dummy-text", pairs[:90], pairs[90:], epochs=3, batch_size=16, learning_rate=5e-2, output_dir=tmp_path)
     losses = [h["loss"] for h in model.history if "loss" in h]
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
     assert model.metrics["after"]["recall@5"] > model.metrics["before"]["recall@5"]
@@ -31,7 +29,7 @@ def test_text_pairs_train_and_improve(tmp_path):
 
 
 def test_save_load_encode_round_trip(tmp_path):
-    model = finetuner.fit("dummy-text", topic_pairs(40), epochs=1, batch_size=8, output_dim=8, output_dir=tmp_path, verbose=False)
+    model = quiet_fit("dummy-text", topic_pairs(40), epochs=1, batch_size=8, output_dim=8, output_dir=tmp_path)
     texts = ["alpha question", "", "notes on ohce"]
     loaded = finetuner.load(tmp_path / "model")
     assert loaded.output_dim == 8
@@ -42,7 +40,7 @@ def test_save_load_encode_round_trip(tmp_path):
 
 def test_labeled_images_with_miner():
     images, labels = coloured_images()
-    model = finetuner.fit(
+    model = quiet_fit(
         "dummy-image",
         list(zip(images, labels)),
         list(zip(images, labels)),
@@ -51,8 +49,6 @@ def test_labeled_images_with_miner():
         epochs=2,
         batch_size=16,
         learning_rate=1e-2,
-        output_dir=None,
-        verbose=False,
     )
     assert model.metrics["after"]["map@r"] >= model.metrics["before"]["map@r"] - 0.05
     assert {"r_precision", "precision@1"} <= set(model.metrics["after"])
@@ -60,15 +56,13 @@ def test_labeled_images_with_miner():
 
 def test_arcface_gets_its_own_optimizer():
     images, labels = coloured_images(6)
-    model = finetuner.fit(
+    model = quiet_fit(
         "dummy-image",
         list(zip(images, labels)),
         kind="labeled",
         loss="ArcFaceLoss",
         epochs=1,
         batch_size=8,
-        output_dir=None,
-        verbose=False,
     )
     assert model.history
 
@@ -78,7 +72,7 @@ def test_text_to_image_two_towers(tmp_path):
     captions = [f"a {label} square, picture {i}" for i, label in enumerate(labels)]
     model = finetuner.build_model("dummy-text+dummy-image", output_dim=12)
     scale = model.logit_scale.item()
-    tuned = finetuner.fit(
+    tuned = quiet_fit(
         model,
         list(zip(captions, images)),
         list(zip(captions, images)),
@@ -86,7 +80,6 @@ def test_text_to_image_two_towers(tmp_path):
         batch_size=8,
         learning_rate=1e-2,
         output_dir=tmp_path,
-        verbose=False,
     )
     assert tuned.logit_scale.item() != scale  # the temperature is learned
     assert "t2i/recall@5" in tuned.metrics["after"] and "i2t/recall@5" in tuned.metrics["after"]
@@ -97,7 +90,7 @@ def test_text_to_image_two_towers(tmp_path):
 
 def test_scored_pairs_default_to_cosent():
     rows = [(f"w{i} a", f"w{i} b", float(i % 5)) for i in range(40)]
-    model = finetuner.fit("dummy-text", rows, rows, epochs=1, batch_size=8, output_dir=None, verbose=False)
+    model = quiet_fit("dummy-text", rows, rows, epochs=1, batch_size=8)
     assert {"pearson", "spearman"} <= set(model.metrics["after"])
 
 
@@ -105,7 +98,7 @@ def test_frozen_backbone_stays_identical_and_uses_the_cache(tmp_path):
     model = finetuner.build_model("dummy-text", output_dim=8, freeze=True)
     backbone = {k: v.clone() for k, v in model.towers.state_dict().items()}
     head = weights(model.projections)
-    finetuner.fit(
+    quiet_fit(
         model,
         topic_pairs(48),
         epochs=2,
@@ -113,7 +106,6 @@ def test_frozen_backbone_stays_identical_and_uses_the_cache(tmp_path):
         learning_rate=1e-2,
         cache_frozen="disk",
         output_dir=tmp_path,
-        verbose=False,
     )
     assert all(torch.equal(v, model.towers.state_dict()[k]) for k, v in backbone.items())
     assert any(not torch.equal(v, model.projections.state_dict()[k]) for k, v in head.items())
@@ -122,15 +114,12 @@ def test_frozen_backbone_stays_identical_and_uses_the_cache(tmp_path):
 
 def test_freezing_everything_without_a_head_is_refused():
     with pytest.raises(finetuner.TrainingError, match="nothing to train"):
-        finetuner.fit("dummy-text", topic_pairs(20), freeze=True, batch_size=4, output_dir=None, verbose=False)
+        quiet_fit("dummy-text", topic_pairs(20), freeze=True, batch_size=4)
 
 
 def test_same_seed_same_weights():
-    runs = [
-        finetuner.fit("dummy-text", topic_pairs(40), epochs=1, batch_size=8, seed=7, output_dir=None, verbose=False)
-        for _ in range(2)
-    ]
-    other = finetuner.fit("dummy-text", topic_pairs(40), epochs=1, batch_size=8, seed=8, output_dir=None, verbose=False)
+    runs = [quiet_fit("dummy-text", topic_pairs(40), epochs=1, batch_size=8, seed=7) for _ in range(2)]
+    other = quiet_fit("dummy-text", topic_pairs(40), epochs=1, batch_size=8, seed=8)
     first, second, third = (weights(m) for m in (*runs, other))
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert any(not torch.equal(first[k], third[k]) for k in first)
@@ -159,32 +148,28 @@ def test_same_seed_same_weights():
 )
 def test_bad_options_fail_before_training(options, message):
     with pytest.raises(finetuner.FinetunerError, match=message):
-        finetuner.fit("dummy-text", topic_pairs(20), output_dir=None, verbose=False, **{"batch_size": 4, **options})
+        quiet_fit("dummy-text", topic_pairs(20), **{"batch_size": 4, **options})
 
 
 def test_options_are_checked_before_the_data_is_read(tmp_path):
     with pytest.raises(finetuner.TrainingError, match="max_grad_norm"):
-        finetuner.fit("dummy-text", tmp_path / "missing.csv", max_grad_norm=-1, output_dir=None, verbose=False)
+        quiet_fit("dummy-text", tmp_path / "missing.csv", max_grad_norm=-1)
 
 
 def test_option_strings_become_numbers():
     """As PyYAML reads them: ``learning_rate: 1e-2`` is the string '1e-2'."""
-    model = finetuner.fit(
-        "dummy-text", topic_pairs(20), batch_size="4", learning_rate="1e-2", max_grad_norm="0", output_dir=None, verbose=False
-    )
+    model = quiet_fit("dummy-text", topic_pairs(20), batch_size="4", learning_rate="1e-2", max_grad_norm="0")
     assert len([h for h in model.history if "loss" in h]) == 5
 
 
 def test_non_finite_loss_names_the_step():
     with pytest.raises(finetuner.TrainingError, match=r"loss became (nan|inf) at step 1"):
-        finetuner.fit(
+        quiet_fit(
             "dummy-text",
             topic_pairs(20),
             batch_size=4,
             learning_rate=1e30,
             loss_options={"scale": float("inf")},
-            output_dir=None,
-            verbose=False,
         )
 
 

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 import finetuner
+from finetuner.data import PairData
 from finetuner.model_card import metadata, model_config
 from tests.core.helpers import topic_pairs
 
@@ -63,6 +64,27 @@ def test_the_body_has_the_results_the_recipe_and_the_usage(fitted):
         f"finetuner export --sentence-transformers {fitted}",
     ):
         assert expected in text, expected
+
+
+def test_local_data_is_named_by_its_file(fitted):
+    text = (fitted / "README.md").read_text()
+    assert "| training data | `train.csv` (40 examples, pairs) |" in text
+    assert "Evaluated on `eval.csv` before and after fine-tuning" in text
+    assert str(fitted.parent.parent / "train.csv") not in text  # the local folder stays off a card that may be pushed
+
+
+@pytest.mark.parametrize(
+    ("source", "datasets"), [("org/cisi-pairs", ["org/cisi-pairs"]), ("CISI train queries", None)], ids=["hub-id", "name"]
+)
+def test_the_training_data_source_names_the_dataset(tmp_path, source, datasets):
+    pairs = topic_pairs(24)
+    train = PairData(queries=[q for q, _ in pairs], documents=[d for _, d in pairs], source=source)
+    finetuner.fit("dummy-text", train, epochs=1, batch_size=8, output_dir=tmp_path, verbose=False)
+    path = tmp_path / "model" / "README.md"
+    card = huggingface_hub.ModelCard.load(path)
+    assert card.data.datasets == datasets  # only a Hub id goes in the metadata
+    assert card.data.to_dict() == _front_matter(path.read_text())
+    assert f"| training data | `{source}` (24 examples, pairs) |" in card.text
 
 
 def test_the_card_renders_to_html(fitted):

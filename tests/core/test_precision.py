@@ -17,7 +17,7 @@ import finetuner
 import finetuner.training.trainer as trainer_module
 from finetuner import runtime
 from finetuner.errors import TrainingError, UnknownNameError
-from tests.core.helpers import coloured_images, topic_pairs
+from tests.core.helpers import coloured_images, quiet_fit, topic_pairs
 
 TEXTS = ["alpha question", "", "notes on ohce", "a somewhat longer sentence about delta and echo", "golf"]
 CPU = torch.device("cpu")
@@ -139,7 +139,7 @@ def test_bf16_training_keeps_weights_optimizer_state_and_loss_in_fp32(monkeypatc
     )
     before = {k: v.clone() for k, v in model.state_dict().items()}
     loss = RecordingLoss()
-    tuned = finetuner.fit(
+    tuned = quiet_fit(
         model,
         topic_pairs(48),
         loss=loss,
@@ -148,8 +148,6 @@ def test_bf16_training_keeps_weights_optimizer_state_and_loss_in_fp32(monkeypatc
         learning_rate=1e-2,
         precision="bf16",
         device="cpu",
-        output_dir=None,
-        verbose=False,
     )
 
     assert head_dtypes and set(head_dtypes) == {torch.bfloat16}  # the forward ran under bf16 autocast
@@ -173,15 +171,13 @@ def test_cnn_towers_run_channels_last_after_encode_and_fit():
     assert convs and not any(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     finetuner.encode(model, images, precision="auto", device="cpu")
     assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
-    tuned = finetuner.fit(
+    tuned = quiet_fit(
         "dummy-image",
         list(zip(images, labels, strict=True)),
         kind="labeled",
         epochs=1,
         batch_size=8,
         device="cpu",
-        output_dir=None,
-        verbose=False,
     )
     assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in tuned.modules() if isinstance(c, nn.Conv2d))
 
@@ -198,7 +194,7 @@ def test_compiled_fit_and_encode_leave_the_model_plain(tmp_path):
     torch.manual_seed(0)
     plain_keys = set(finetuner.build_model("dummy-text", output_dim=8).state_dict())
     graphs = counters["stats"]["unique_graphs"]
-    model = finetuner.fit(
+    model = quiet_fit(
         "dummy-text",
         topic_pairs(32),
         output_dim=8,
@@ -208,7 +204,6 @@ def test_compiled_fit_and_encode_leave_the_model_plain(tmp_path):
         precision="fp32",
         device="cpu",
         output_dir=tmp_path,
-        verbose=False,
     )
     assert counters["stats"]["unique_graphs"] > graphs  # the tower really went through torch.compile
     assert "forward" not in vars(model.tower())  # the compiled forward is gone once fit returns
@@ -222,7 +217,7 @@ def test_compiled_fit_and_encode_leave_the_model_plain(tmp_path):
 
 def test_compile_option_must_be_a_bool():
     with pytest.raises(TrainingError, match="compile must be True or False"):
-        finetuner.fit("dummy-text", topic_pairs(16), compile="yes", batch_size=8, output_dir=None, verbose=False)
+        quiet_fit("dummy-text", topic_pairs(16), compile="yes", batch_size=8)
 
 
 def test_cli_compile_flag_reaches_fit():

@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 import finetuner
 from finetuner.training.callbacks import Callback
 from finetuner.training.checkpoint import load_checkpoint
+from tests.core.helpers import quiet_fit
 
 
 def pairs(n: int = 24) -> list[tuple[str, str]]:
@@ -48,39 +49,35 @@ def disk_full(*args: Any, **kwargs: Any) -> None:
     ("call", "close", "valid"),
     [
         (
-            lambda: finetuner.fit("dummy-txt2", pairs(), batch_size=4, output_dir=None, verbose=False),
+            lambda: quiet_fit("dummy-txt2", pairs(), batch_size=4),
             "dummy-text",
             "finetuner models",
         ),
         (lambda: finetuner.list_models(task="text-to-imag"), "text-to-image", "image-to-image, text-to-image, text-to-text"),
         (
-            lambda: finetuner.fit(
-                "dummy-text", pairs(), batch_size=4, loss="MultipleNegativeRankingLoss", output_dir=None, verbose=False
-            ),
+            lambda: quiet_fit("dummy-text", pairs(), batch_size=4, loss="MultipleNegativeRankingLoss"),
             "MultipleNegativesRankingLoss",
             "CoSENTLoss",
         ),
         (
-            lambda: finetuner.fit(
+            lambda: quiet_fit(
                 "dummy-text",
                 [(t, i % 3) for i, (t, _) in enumerate(pairs())],
                 kind="labeled",
                 batch_size=6,
                 samples_per_class=2,
                 miner="MultiSimilarityMine",
-                output_dir=None,
-                verbose=False,
             ),
             "MultiSimilarityMiner",
             "TripletMarginMiner",
         ),
         (
-            lambda: finetuner.fit("dummy-text", pairs(), batch_size=4, optimizer="AdamV", output_dir=None, verbose=False),
+            lambda: quiet_fit("dummy-text", pairs(), batch_size=4, optimizer="AdamV"),
             "AdamW",
             "SGD",
         ),
         (
-            lambda: finetuner.fit("dummy-text", pairs(), batch_size=4, scheduler="cosin", output_dir=None, verbose=False),
+            lambda: quiet_fit("dummy-text", pairs(), batch_size=4, scheduler="cosin"),
             "cosine",
             "constant, cosine, linear",
         ),
@@ -119,7 +116,7 @@ def test_csv_problems_stop_fit_before_training(tmp_path, content, options, patte
     if content is not None:
         csv.write_bytes(content)
     with pytest.raises(finetuner.DataError, match=pattern):
-        finetuner.fit("dummy-text", csv, output_dir=tmp_path / "run", verbose=False, batch_size=2, **options)
+        quiet_fit("dummy-text", csv, output_dir=tmp_path / "run", batch_size=2, **options)
     assert not (tmp_path / "run").exists()
 
 
@@ -128,7 +125,7 @@ def test_a_label_with_one_item_is_named_when_fit_starts(tmp_path):
     rows = [f"item {i},{'common' if i % 2 else 'other'}" for i in range(16)] + ["lonely item,singleton"]
     csv.write_text("item,label\n" + "\n".join(rows) + "\n")
     with pytest.raises(finetuner.DataError, match=r"'singleton' \(1 item\)"):
-        finetuner.fit("dummy-text", csv, batch_size=4, samples_per_class=2, output_dir=tmp_path / "run", verbose=False)
+        quiet_fit("dummy-text", csv, batch_size=4, samples_per_class=2, output_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
@@ -148,7 +145,7 @@ def image_captions(tmp_path: Path, broken: str) -> Path:
 def test_a_file_that_is_not_an_image_is_named_by_fit_and_encode(tmp_path):
     csv = image_captions(tmp_path, "broken.png")
     with pytest.raises(finetuner.DataError, match=r"broken\.png.*not a readable image"):
-        finetuner.fit("dummy-text+dummy-image", csv, batch_size=9, output_dim=8, output_dir=None, verbose=False)
+        quiet_fit("dummy-text+dummy-image", csv, batch_size=9, output_dim=8)
     with pytest.raises(finetuner.DataError, match=r"broken\.png"):
         finetuner.encode(finetuner.build_model("dummy-image"), [tmp_path / "img0.png", tmp_path / "broken.png"])
 
@@ -209,7 +206,7 @@ def test_the_vision_plugin_names_a_file_that_is_not_an_image(tmp_path):
 )
 def test_user_errors_are_finetuner_errors(options, error, message):
     with pytest.raises(error, match=message):
-        finetuner.fit("dummy-text", pairs(), batch_size=4, output_dir=None, verbose=False, **options)
+        quiet_fit("dummy-text", pairs(), batch_size=4, **options)
 
 
 # --- a non-finite loss -------------------------------------------------------------------------
@@ -269,7 +266,7 @@ def test_a_diverging_run_keeps_the_last_checkpoint_that_embeds_to_unit_vectors(t
     out, texts = tmp_path / "run", [q for q, _ in pairs(64)]
     common = {"output_dim": 8, "batch_size": 8, "epochs": 3, "optimizer": "SGD", "max_grad_norm": 0, "checkpoint_every_steps": 1}
     with pytest.raises(finetuner.TrainingError) as error:
-        finetuner.fit("dummy-text", pairs(64), learning_rate=1e8, output_dir=out, verbose=False, **common)
+        quiet_fit("dummy-text", pairs(64), learning_rate=1e8, output_dir=out, **common)
     found = re.search(
         r"after step (\d+) the weights \(largest magnitude .*\) embed training items to non-finite or zero vectors; "
         r"training stopped; the last good checkpoint \(step (\d+)\) is in (.*)\. Try a lower learning_rate",
@@ -284,7 +281,7 @@ def test_a_diverging_run_keeps_the_last_checkpoint_that_embeds_to_unit_vectors(t
     assert np.allclose(np.linalg.norm(finetuner.encode(restored, texts), axis=1), 1, atol=1e-3)
     # resumed with a lower learning rate, which replaces the checkpoint's
     with caplog.at_level(logging.INFO, logger="finetuner"):
-        model = finetuner.fit("dummy-text", pairs(64), learning_rate=1e-2, resume=True, output_dir=out, verbose=False, **common)
+        model = quiet_fit("dummy-text", pairs(64), learning_rate=1e-2, resume=True, output_dir=out, **common)
     assert "learning_rate 0.01 replaces the checkpoint's 1e+08" in caplog.text
     assert [h["step"] for h in model.history] == list(range(1, 25))
     assert np.allclose(np.linalg.norm(finetuner.encode(model, texts), axis=1), 1, atol=1e-3)
@@ -294,7 +291,7 @@ def test_fit_without_output_dir_refuses_to_return_weights_that_embed_to_nan():
     with pytest.raises(
         finetuner.TrainingError, match=r"after step 1 .*; training stopped; no checkpoint is written without output_dir"
     ):
-        finetuner.fit(
+        quiet_fit(
             "dummy-text",
             pairs(8),
             output_dim=8,
@@ -302,8 +299,6 @@ def test_fit_without_output_dir_refuses_to_return_weights_that_embed_to_nan():
             optimizer="SGD",
             max_grad_norm=0,
             learning_rate=1e12,
-            output_dir=None,
-            verbose=False,
         )
 
 
@@ -390,7 +385,7 @@ def test_a_full_disk_reported_by_safetensors_is_an_os_error_naming_the_folder(ar
     assert snapshot(path) == before
     out = tmp_path / "run"
     with pytest.raises(OSError, match=rf"\[Errno 28\] No space left on device: '{out / 'checkpoint'}'"):
-        finetuner.fit("dummy-text", pairs(), batch_size=4, output_dir=out, verbose=False)
+        quiet_fit("dummy-text", pairs(), batch_size=4, output_dir=out)
     assert list(out.iterdir()) == []
 
 
@@ -434,7 +429,7 @@ def test_a_failing_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", full_at_the_third_checkpoint)
     out = tmp_path / "run"
     with pytest.raises(OSError, match="No space left"):
-        finetuner.fit("dummy-text", pairs(), batch_size=4, checkpoint_every_steps=1, output_dir=out, verbose=False)
+        quiet_fit("dummy-text", pairs(), batch_size=4, checkpoint_every_steps=1, output_dir=out)
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint"]
     assert load_checkpoint(out / "checkpoint", finetuner.build_model("dummy-text"), {})["step"] == 2
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import finetuner
-from tests.core.helpers import topic_pairs
+from tests.core.helpers import quiet_fit, topic_pairs
 from tests.ddp import spawn
 from tests.text.tiny_models import write_bert
 
@@ -36,11 +36,17 @@ def _images(n: int = 6) -> list[np.ndarray]:
     return [rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8) for _ in range(n)]
 
 
-@pytest.mark.parametrize("name", ["bert", "timm/resnet18"])
-def test_cuda_encoding_matches_cpu(name, bert):
+@pytest.fixture(params=["bert", "timm/resnet18"])
+def model_and_items(request: pytest.FixtureRequest, bert: str) -> tuple[finetuner.EmbeddingModel, list]:
+    """A random-init text or image model (seed 0) and items for it."""
     torch.manual_seed(0)
-    model = finetuner.build_model(bert if name == "bert" else name, pretrained=False)
-    items = TEXTS if name == "bert" else _images()
+    if request.param == "bert":
+        return finetuner.build_model(bert, pretrained=False), TEXTS
+    return finetuner.build_model(request.param, pretrained=False), _images()
+
+
+def test_cuda_encoding_matches_cpu(model_and_items):
+    model, items = model_and_items
     cpu = finetuner.encode(model, items, device="cpu", precision="fp32")
     cuda = finetuner.encode(model, items, device="cuda", precision="fp32")
     bf16 = finetuner.encode(model, items, device="cuda", precision="bf16")
@@ -63,7 +69,7 @@ def test_cuda_bf16_copy_of_a_cnn_keeps_batch_norm():
 
 
 def test_bf16_training_on_cuda_saves_a_model_the_cpu_loads(bert, tmp_path):
-    model = finetuner.fit(
+    model = quiet_fit(
         bert,
         topic_pairs(64),
         output_dir=tmp_path / "run",
@@ -72,7 +78,6 @@ def test_bf16_training_on_cuda_saves_a_model_the_cpu_loads(bert, tmp_path):
         epochs=3,
         batch_size=16,
         learning_rate=1e-3,
-        verbose=False,
     )
     losses = [h["loss"] for h in model.history if "loss" in h]
     assert len(losses) == 12 and np.isfinite(losses).all()
@@ -83,27 +88,22 @@ def test_bf16_training_on_cuda_saves_a_model_the_cpu_loads(bert, tmp_path):
     assert _cosines(on_gpu, on_cpu).min() > 0.9999
 
 
-@pytest.mark.parametrize("name", ["bert", "timm/resnet18"])
-def test_compile_on_cuda_gives_the_eager_embeddings(name, bert):
-    torch.manual_seed(0)
-    model = finetuner.build_model(bert if name == "bert" else name, pretrained=False)
-    items = TEXTS if name == "bert" else _images()
+def test_compile_on_cuda_gives_the_eager_embeddings(model_and_items):
+    model, items = model_and_items
     eager = finetuner.encode(model, items, device="cuda", precision="bf16")
     compiled = finetuner.encode(model, items, device="cuda", precision="bf16", compile=True)
     assert _cosines(compiled, eager).min() > 0.99
 
 
 def test_compiled_bf16_training_on_cuda(bert):
-    model = finetuner.fit(
+    model = quiet_fit(
         bert,
         topic_pairs(32),
-        output_dir=None,
         device="cuda",
         precision="bf16",
         compile=True,
         epochs=1,
         batch_size=8,
-        verbose=False,
     )
     losses = [h["loss"] for h in model.history if "loss" in h]
     assert len(losses) == 4 and np.isfinite(losses).all()
@@ -113,7 +113,7 @@ def test_compiled_bf16_training_on_cuda(bert):
 def _nccl_worker(rank: int, bert: str, out: str) -> None:
     import torch.distributed as dist
 
-    model = finetuner.fit(
+    model = quiet_fit(
         bert,
         topic_pairs(32),
         output_dir=Path(out) / "run",
@@ -121,7 +121,6 @@ def _nccl_worker(rank: int, bert: str, out: str) -> None:
         precision="bf16",
         epochs=1,
         batch_size=8,
-        verbose=False,
     )
     torch.save(
         {"backend": dist.get_backend(), "losses": [h["loss"] for h in model.history if "loss" in h]}, Path(out) / "result.pt"

@@ -8,6 +8,7 @@ connection within a few seconds, or there is no token. Pushing never changes the
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import urllib.request
@@ -66,16 +67,13 @@ def _reachable(url: str) -> bool:
     if not target.hostname:
         return False
     address = (target.hostname, target.port or (443 if target.scheme == "https" else 80))
-    result: list[bool] = []
+    connected: list[bool] = []
 
     def connect() -> None:
-        try:
-            socket.create_connection(address, timeout=CONNECT_TIMEOUT_S).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
+        with contextlib.suppress(OSError), socket.create_connection(address, timeout=CONNECT_TIMEOUT_S):
+            connected.append(True)
 
     thread = threading.Thread(target=connect, daemon=True)
     thread.start()
     thread.join(CONNECT_TIMEOUT_S)
-    return bool(result) and result[0]
+    return bool(connected)

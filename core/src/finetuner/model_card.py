@@ -4,7 +4,8 @@ The YAML front matter holds what the Hub reads: ``library_name``, ``base_model``
 the towers started from, where known), ``pipeline_tag``, ``tags``, ``datasets`` (where the
 training data came from the Hub) and a ``model-index`` with the metrics after and before
 fine-tuning (``<metric>_before``). The body describes the model, the before/after table, the
-recipe and how to use the folder. Cards are built from an artifact's config (``finetuner.json``),
+recipe (the data named by its source: a Hub id or a name as given, a local file by its file name)
+and how to use the folder. Cards are built from an artifact's config (``finetuner.json``),
 or for a model in memory from :func:`model_config`.
 """
 
@@ -35,6 +36,8 @@ FORMAT_TAGS = {
 }
 EXPORTS = {"text-to-text": "sentence-transformers", "text-to-image": "transformers", "image-to-image": "timm"}
 WHAT = {"text-to-text": "texts", "image-to-image": "images", "text-to-image": "texts and images"}
+# What the usage examples of the library formats import (they L2-normalise with F and open an image).
+TORCH_IMPORTS = "import torch\nimport torch.nn.functional as F\nfrom PIL import Image"
 # The options of the recipe table, in order, with their labels; the rest are in finetuner.json.
 RECIPE = (
     ("loss", "loss"),
@@ -126,13 +129,13 @@ def _model_index(config: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     after, before = headline(metrics.get("after") or {}), headline(metrics.get("before") or {})
     if not after:
         return None
-    source = _eval_source(config)
+    source = _eval_name(config)
     rows = [{"type": name, "value": round(float(value), 4), "name": f"{name} (fine-tuned)"} for name, value in after.items()]
     rows += [
         {"type": f"{name}_before", "value": round(float(value), 4), "name": f"{name} (before fine-tuning)"}
         for name, value in before.items()
     ]
-    dataset = {"name": Path(source).name if source else "evaluation data", "type": source if _hub_id(source) else "custom"}
+    dataset = {"name": source or "evaluation data", "type": source if _hub_id(source) else "custom"}
     result = {"task": {"type": PIPELINE_TAGS[config["task"]]}, "dataset": dataset, "metrics": rows}
     return [{"name": title(config), "results": [result]}]
 
@@ -162,7 +165,7 @@ def _results(config: Mapping[str, Any]) -> str:
     before, after = headline(metrics.get("before") or {}), headline(metrics.get("after") or {})
     if not after:
         return ""
-    source = _eval_source(config)
+    source = _eval_name(config)
     where = f" on `{source}`" if source else ""
     rows = "\n".join(f"| {' | '.join(row)} |" for row in change_rows(before, after))
     return (
@@ -178,8 +181,9 @@ def _recipe(config: Mapping[str, Any]) -> str:
         return ""
     rows = [("backbone", " + ".join(f"`{s['name']}`" + _options(s) for s in config["sources"]))]
     if training.get("data_source"):
+        source = _data_name(training["data_source"]) or training["data_source"]  # data in memory says what it is: <list>, ...
         kind = f", {training['data_kind']}" if training.get("data_kind") else ""
-        rows.append(("training data", f"`{training['data_source']}` ({training.get('examples', '?')} examples{kind})"))
+        rows.append(("training data", f"`{source}` ({training.get('examples', '?')} examples{kind})"))
     if config.get("projection_dim"):
         rows.append(("projection head", f"output_dim={config['projection_dim']}"))
     if config.get("frozen"):
@@ -223,7 +227,7 @@ def _finetuner_usage(location: str, task: str, normalize: bool) -> str:
     else:
         items = '["cat.jpg", "dog.jpg"]' if task == "image-to-image" else '["a query", "a document"]'
         calls = f"embeddings = finetuner.encode(model, {items})"
-    text = f'With finetuner:\n\n```python\nimport finetuner\n\nmodel = finetuner.load("{location}")\n{calls}\n```'
+    text = _python("With finetuner", f'import finetuner\n\nmodel = finetuner.load("{location}")\n{calls}')
     export = EXPORTS[task]
     return (
         f"{text}\n\nWith {export} and no finetuner (where the backbone supports it), export it first; "
@@ -232,41 +236,58 @@ def _finetuner_usage(location: str, task: str, normalize: bool) -> str:
 
 
 def _st_usage(location: str, task: str, normalize: bool) -> str:
-    return (
-        "With sentence-transformers:\n\n```python\nfrom sentence_transformers import SentenceTransformer\n\n"
-        f'model = SentenceTransformer("{location}")\nembeddings = model.encode(["a query", "a document"])\n```'
+    return _python(
+        "With sentence-transformers",
+        "from sentence_transformers import SentenceTransformer\n\n"
+        f'model = SentenceTransformer("{location}")\nembeddings = model.encode(["a query", "a document"])',
     )
 
 
 def _transformers_usage(location: str, task: str, normalize: bool) -> str:
-    norm = "\ntexts, images = F.normalize(texts, dim=-1), F.normalize(images, dim=-1)" if normalize else ""
-    return (
-        "With transformers (5; in 4.x the features are the outputs themselves, without `.pooler_output`):\n\n"
-        "```python\nimport torch\nimport torch.nn.functional as F\nfrom PIL import Image\n"
-        "from transformers import AutoModel, AutoProcessor\n\n"
+    return _python(
+        "With transformers (5; in 4.x the features are the outputs themselves, without `.pooler_output`)",
+        f"{TORCH_IMPORTS}\nfrom transformers import AutoModel, AutoProcessor\n\n"
         f'model = AutoModel.from_pretrained("{location}").eval()\nprocessor = AutoProcessor.from_pretrained("{location}")\n'
         'inputs = processor(text=["a photo of a cat"], images=[Image.open("cat.jpg")], return_tensors="pt", padding=True)\n'
         "with torch.no_grad():\n"
         "    texts = model.get_text_features(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask).pooler_output\n"
-        f"    images = model.get_image_features(pixel_values=inputs.pixel_values).pooler_output{norm}\n```"
+        "    images = model.get_image_features(pixel_values=inputs.pixel_values).pooler_output",
+        normalized=("texts", "images") if normalize else (),
     )
 
 
 def _timm_usage(location: str, task: str, normalize: bool) -> str:
-    norm = "\nembeddings = F.normalize(embeddings, dim=-1)" if normalize else ""
-    return (
-        "With timm:\n\n```python\nimport timm\nimport torch\nimport torch.nn.functional as F\nfrom PIL import Image\n\n"
-        f'model = timm.create_model("local-dir:{location}", pretrained=True).eval()\n'
+    return _python(
+        "With timm",
+        f'import timm\n{TORCH_IMPORTS}\n\nmodel = timm.create_model("local-dir:{location}", pretrained=True).eval()\n'
         "transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))\n"
         "with torch.no_grad():\n"
-        f'    embeddings = model(transform(Image.open("cat.jpg").convert("RGB")).unsqueeze(0)){norm}\n```'
+        '    embeddings = model(transform(Image.open("cat.jpg").convert("RGB")).unsqueeze(0))',
+        normalized=("embeddings",) if normalize else (),
     )
 
 
-def _eval_source(config: Mapping[str, Any]) -> str | None:
-    """The evaluation data's file, folder or Hub id; None for data in memory (``<list>``) or none."""
-    source = (config.get("training") or {}).get("eval_data_source")
-    return source if isinstance(source, str) and not source.startswith("<") else None
+def _python(intro: str, code: str, *, normalized: tuple[str, ...] = ()) -> str:
+    """``intro``, then ``code`` as a Python block that ends by L2-normalising the variables named in ``normalized``."""
+    if normalized:
+        code += f"\n{', '.join(normalized)} = {', '.join(f'F.normalize({name}, dim=-1)' for name in normalized)}"
+    return f"{intro}:\n\n```python\n{code}\n```"
+
+
+def _eval_name(config: Mapping[str, Any]) -> str | None:
+    """The evaluation data's name (see :func:`_data_name`)."""
+    return _data_name((config.get("training") or {}).get("eval_data_source"))
+
+
+def _data_name(source: Any) -> str | None:
+    """How the card names training or evaluation data: a Hub id or a named source as is, a local file or folder by
+    its name; None for data in memory (``<memory>``, ``<list>``) or none."""
+    if not isinstance(source, str) or not source or source.startswith("<"):
+        return None
+    if _hub_id(source):
+        return source
+    path = Path(source)
+    return path.name or source if path.suffix.lower() in DATA_SUFFIXES or path.exists() else source
 
 
 def _short(name: str) -> str:

@@ -98,7 +98,7 @@ class Loss(nn.Module):
         self.module = module
         self.name = name
         self.kind = kind
-        self.uses_logit_scale = takes_logit_scale(module)
+        self.uses_logit_scale = module.uses_logit_scale if isinstance(module, Loss) else takes_logit_scale(module)
 
     def takes(self, argument: str) -> bool:
         """Whether the loss uses the pairs' ``argument`` (``"negatives"`` or ``"groups"``)."""
@@ -152,19 +152,9 @@ class Loss(nn.Module):
             return self.module(left, right, logit_scale=logit_scale, **extra)
         return self.module(left, right, **extra)
 
-    def compute(
-        self,
-        left: torch.Tensor,
-        right: torch.Tensor | None = None,
-        *,
-        labels: torch.Tensor | None = None,
-        scores: torch.Tensor | None = None,
-        logit_scale: torch.Tensor | None = None,
-        negatives: torch.Tensor | None = None,
-        groups: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The same as calling the loss; see the class docstring."""
-        return self(left, right, labels=labels, scores=scores, logit_scale=logit_scale, negatives=negatives, groups=groups)
+    def compute(self, left: torch.Tensor, right: torch.Tensor | None = None, **inputs: torch.Tensor | None) -> torch.Tensor:
+        """The same as calling the loss (the keyword ``inputs`` of :meth:`forward`); see the class docstring."""
+        return self(left, right, **inputs)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, kind={self.kind!r}"

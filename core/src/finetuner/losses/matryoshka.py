@@ -59,37 +59,21 @@ class MatryoshkaLoss(Loss):
         inner = _as_loss(loss)
         dims = check_matryoshka_dims(matryoshka_dims, output_dim)
         super().__init__(inner, name=f"MatryoshkaLoss({inner.name}, matryoshka_dims={list(dims)})", kind=inner.kind)
-        self.uses_logit_scale = inner.uses_logit_scale
         self.lr_multiplier = inner.lr_multiplier
         self.dims = dims
         self.weights = _check_weights(matryoshka_weights, len(self.dims))
         self.normalize = bool(normalize)
 
     @fp32
-    def forward(
-        self,
-        left: torch.Tensor,
-        right: torch.Tensor | None = None,
-        *,
-        labels: torch.Tensor | None = None,
-        scores: torch.Tensor | None = None,
-        logit_scale: torch.Tensor | None = None,
-        negatives: torch.Tensor | None = None,
-        groups: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, left: torch.Tensor, right: torch.Tensor | None = None, **inputs: torch.Tensor | None) -> torch.Tensor:
+        """The inner loss's weighted sum over the truncations; ``inputs`` are those of :meth:`Loss.forward`."""
         check_matryoshka_dims(self.dims, left.shape[-1])
+        negatives = inputs.pop("negatives", None)
         total = left.new_zeros(())
         for dim, weight in zip(self.dims, self.weights, strict=True):
             cut_right = None if right is None else truncate(right, dim, normalize=self.normalize)
-            value = self.module(
-                truncate(left, dim, normalize=self.normalize),
-                cut_right,
-                labels=labels,
-                scores=scores,
-                logit_scale=logit_scale,
-                negatives=None if negatives is None else truncate(negatives, dim, normalize=self.normalize),
-                groups=groups,
-            )
+            cut_negatives = None if negatives is None else truncate(negatives, dim, normalize=self.normalize)
+            value = self.module(truncate(left, dim, normalize=self.normalize), cut_right, negatives=cut_negatives, **inputs)
             total = total + weight * value
         return total
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import NamedTuple
 
 import timm
@@ -12,9 +11,10 @@ from timm.data import resolve_data_config
 
 from finetuner import BackboneSpec, ModelNotAvailableError, PluginError, UnknownNameError
 from finetuner.models import GeM
+from finetuner_vision.builder import ImageOptions
 from finetuner_vision.images import ImagePreprocessing
 from finetuner_vision.plugin import TIMM_DESCRIPTION, TIMM_PREFIX, timm_builder
-from finetuner_vision.tower import POOLINGS, ImageTower
+from finetuner_vision.tower import ImageTower
 from finetuner_vision.weights import ALTERNATIVES, ensure_downloadable, load_weights_file, not_available, reachable
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -65,47 +65,35 @@ def resolve_spec(name: str) -> BackboneSpec:
     )
 
 
-def build_timm(
-    name: str,
-    *,
-    pretrained: bool = True,
-    local_dir: str | Path | None = None,
-    pooling: str = "avg",
-    weights: str | Path | None = None,
-    image_size: int | None = None,
-) -> ImageTower:
-    """Build ``timm.create_model(name, num_classes=0)`` as a tower.
+def build_timm(name: str, options: ImageOptions) -> ImageTower:
+    """``timm.create_model(name, num_classes=0)`` as a tower.
 
     ``pooling="gem"`` builds it with ``global_pool=""`` and applies GeM to the feature map it
-    then returns (CNNs; token outputs are refused). ``pretrained`` loads timm's weights (Hugging
-    Face hub cache or download); ``weights`` a local state dict in timm's key names instead.
-    ``image_size`` resizes and crops inputs to that square size (models with a fixed input size,
-    such as ViTs, are built for it with ``img_size``).
+    then returns (CNNs; token outputs are refused). Pretrained weights are timm's (Hugging Face
+    hub cache or download); ``options.weights`` is a state dict in timm's key names. Models with
+    a fixed input size, such as ViTs, are built for ``image_size`` (``img_size``).
     """
-    if pooling not in POOLINGS:
-        raise UnknownNameError("pooling", pooling, POOLINGS)
     info = timm_info(name)
     label = TIMM_PREFIX + name
-    options: dict[str, object] = {"num_classes": 0, **({"global_pool": ""} if pooling == "gem" else {})}
-    if image_size is not None and timm.models.get_pretrained_cfg(name).fixed_input_size:
-        options["img_size"] = image_size
-    pool, channels_axis = (GeM(), _gem_channels_axis(name, label, info.output_dim)) if pooling == "gem" else (None, 1)
-    if pretrained and weights is None:
+    gem = options.pooling == "gem"
+    kwargs: dict[str, object] = {"num_classes": 0, **({"global_pool": ""} if gem else {})}
+    if options.image_size is not None and timm.models.get_pretrained_cfg(name).fixed_input_size:
+        kwargs["img_size"] = options.image_size
+    pool, channels_axis = (GeM(), _gem_channels_axis(name, label, info.output_dim)) if gem else (None, 1)
+    from_hub = options.pretrained and options.weights is None
+    if from_hub:
         _ensure_pretrained(name, label)
         try:
-            model = timm.create_model(name, pretrained=True, **options)
+            model = timm.create_model(name, pretrained=True, **kwargs)
         except OSError as exc:  # hub or URL download failures, offline mode
             raise not_available(label, f"loading them failed: {exc}") from exc
     else:
-        model = timm.create_model(name, pretrained=False, **options)
-    if weights is not None:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    if options.weights is not None:
         classifier = model.pretrained_cfg.get("classifier") or ()
-        load_weights_file(model, weights, model=label, ignore=[classifier] if isinstance(classifier, str) else list(classifier))
-    if local_dir is not None:
-        preprocessing = ImagePreprocessing.load(local_dir)
-    else:
-        preprocessing = ImagePreprocessing.from_timm(model)
-        preprocessing = preprocessing.with_size(image_size) if image_size is not None else preprocessing
+        ignore = [classifier] if isinstance(classifier, str) else list(classifier)
+        load_weights_file(model, options.weights, model=label, ignore=ignore)
+    preprocessing = options.preprocessing(lambda: ImagePreprocessing.from_timm(model))
     tower = ImageTower(
         model,
         output_dim=info.output_dim,
@@ -114,7 +102,7 @@ def build_timm(
         channels_axis=channels_axis,
         channels_last=info.architecture == "CNN",
     )
-    hub_id = model.pretrained_cfg.get("hf_hub_id") if pretrained and weights is None else None
+    hub_id = model.pretrained_cfg.get("hf_hub_id") if from_hub else None
     tower.base_model = hub_id.split("@")[0] if hub_id else None
     return tower
 
