@@ -29,7 +29,9 @@ def load_data(
 
     ``source`` is a CSV/TSV path, an image folder tree ``root/<label>/<image>``, a list of
     ``(query, document)`` / ``(a, b, score)`` / ``(item, label)`` tuples or of dicts, a dict
-    of columns, a pandas DataFrame, or an already-built data object (returned as is).
+    of columns, a pandas DataFrame, a Hugging Face ``datasets.Dataset`` (or one split of a
+    ``DatasetDict``; a streamed ``IterableDataset`` is read into memory), or an already-built
+    data object (returned as is).
 
     ``kind`` (``"pairs"``, ``"labeled"``, ``"scored"``) is inferred when None, from column
     names or shape, and the log (logger ``"finetuner"``) says what was inferred.

@@ -1,10 +1,11 @@
-"""In-memory data (lists of tuples or dicts, dicts of columns, DataFrames) -> a :class:`Table`."""
+"""In-memory data (lists of tuples or dicts, dicts of columns, DataFrames, Hugging Face datasets) -> a :class:`Table`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from finetuner.data.hf_datasets import is_hf_dataset, table_from_hf_dataset
 from finetuner.data.rows import Table
 from finetuner.errors import DataError
 
@@ -15,7 +16,9 @@ def is_dataframe(source: Any) -> bool:
 
 
 def table_from_memory(source: Any) -> Table:
-    """Rows from a DataFrame, a dict of columns, or a list of tuples/lists/dicts."""
+    """Rows from a DataFrame, a Hugging Face ``Dataset``, a dict of columns, or a list of tuples/lists/dicts."""
+    if is_hf_dataset(source):  # before the Mapping check: a DatasetDict is a dict
+        return table_from_hf_dataset(source)
     if is_dataframe(source):
         try:
             columns = source.to_dict(orient="list")
@@ -27,7 +30,7 @@ def table_from_memory(source: Any) -> Table:
     if isinstance(source, (str, bytes)) or not isinstance(source, Iterable):
         raise DataError(
             f"cannot read data from a {type(source).__name__}: give a CSV path, an image folder, a list of tuples "
-            "or dicts, a dict of columns, a DataFrame, or PairData/LabeledData/ScoredData"
+            "or dicts, a dict of columns, a DataFrame, a datasets.Dataset, or PairData/LabeledData/ScoredData"
         )
     return _from_rows(list(source), "<list>")
 

@@ -7,13 +7,20 @@ from torch import nn
 
 from finetuner.errors import UnknownNameError
 
-TOKEN_POOLINGS = ("mean", "cls", "max")
+TOKEN_POOLINGS = ("mean", "cls", "max", "last")
 
 
 def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
-    """Pool ``[N, T, D]`` token states into ``[N, D]``, ignoring padded positions."""
+    """Pool ``[N, T, D]`` token states into ``[N, D]``, ignoring padded positions.
+
+    ``"last"`` takes each row's last token whose mask is set, so left and right padding give the same result.
+    """
     if mode == "cls":
         return hidden[:, 0]
+    if mode == "last":
+        positions = torch.arange(hidden.shape[1], device=hidden.device)
+        last = (attention_mask.to(positions.dtype) * positions).argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     if mode == "mean":
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
