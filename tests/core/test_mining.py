@@ -188,3 +188,14 @@ def test_cli_mine_writes_the_csv(tmp_path, capsys):
         rows = list(csv.reader(handle))
     assert rows[0] == ["query", "document", "negative", "negative_2"] and len(rows) == 31
     assert all(row[2].startswith("notes on extra") for row in rows[1:])
+
+
+def test_the_model_is_an_artifact_folder_or_a_name_as_encode_takes_it(tmp_path):
+    model = finetuner.build_model("dummy-text")
+    finetuner.save(model, tmp_path / "model")
+    from_folder = mine_hard_negatives(tmp_path / "model", pairs(12), num_negatives=2, progress=False)
+    assert from_folder == mine_hard_negatives(model, pairs(12), num_negatives=2, progress=False)
+    with pytest.raises(finetuner.ArtifactError, match="is not a finetuner artifact"):
+        mine_hard_negatives(tmp_path, pairs(12), progress=False)
+    with pytest.raises(finetuner.UnknownNameError, match="no-such-model"):
+        mine_hard_negatives("no-such-model", pairs(12), progress=False)

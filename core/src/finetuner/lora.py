@@ -273,17 +273,26 @@ def load_adapters(model: EmbeddingModel, saved: dict[str, Any], weights: dict[st
         raise ArtifactError(f"the adapter weights of {where} do not fit the model it describes: {exc}") from exc
 
 
-def merge_adapters(module: nn.Module) -> None:
-    """Fold every LoRA adapter in ``module`` into the weights of its layer, which then replaces it (in place)."""
+def adapted_layers(module: nn.Module) -> dict[str, nn.Module]:
+    """The layers of ``module`` that carry a LoRA adapter, by their names in it."""
     if sys.modules.get("peft") is None:  # not imported: no adapter can exist
-        return
+        return {}
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    for name, layer in list(module.named_modules()):
-        if isinstance(layer, BaseTunerLayer):
-            layer.merge()
-            parent, _, child = name.rpartition(".")
-            setattr(module.get_submodule(parent), child, layer.get_base_layer())
+    return {name: layer for name, layer in module.named_modules() if isinstance(layer, BaseTunerLayer)}
+
+
+def delta_weight(layer: nn.Module) -> torch.Tensor:
+    """What ``layer``'s adapter adds to its weight: ``alpha / r * B @ A``."""
+    return layer.get_delta_weight(ADAPTER)
+
+
+def merge_adapters(module: nn.Module) -> None:
+    """Fold every LoRA adapter in ``module`` into the weights of its layer, which then replaces it (in place)."""
+    for name, layer in adapted_layers(module).items():
+        layer.merge()
+        parent, _, child = name.rpartition(".")
+        setattr(module.get_submodule(parent), child, layer.get_base_layer())
 
 
 def merge_into(model: EmbeddingModel) -> None:

@@ -85,11 +85,12 @@ def mine_hard_negatives(
     from tqdm.auto import tqdm
 
     from finetuner.data import load_data
+    from finetuner.encoding import as_model
     from finetuner.runtime import resolve_device
 
     _check_options(num_negatives, margin, relative_margin, sampling, batch_size)
     data = load_data(pairs, kind="pairs")
-    model = _as_model(model)
+    model = as_model(model)
     pool = _pool(data, corpus)
     if pool.searched < 2:
         what = "corpus" if corpus is not None else "the pairs' documents (corpus=None)"
@@ -179,18 +180,6 @@ def _window(rank_range: tuple[int, int] | None, num_negatives: int, size: int) -
             f"fewer than num_negatives={num_negatives}"
         )
     return low, high
-
-
-def _as_model(model: EmbeddingModel | str | os.PathLike) -> EmbeddingModel:
-    if isinstance(model, EmbeddingModel):
-        return model
-    if Path(model).is_dir():
-        from finetuner.artifacts import load
-
-        return load(model)
-    from finetuner.models.build import build_model
-
-    return build_model(str(model))
 
 
 def _key(item: Any) -> Any:

@@ -19,6 +19,7 @@ number of batches it completed: ``{**sampler.state_dict(), "position": done}``.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import deque
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
@@ -26,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from finetuner.errors import DataError
+
+logger = logging.getLogger("finetuner")
 
 
 class ResumableBatchSampler:
@@ -247,7 +250,9 @@ class NoDuplicatesBatchSampler(ResumableBatchSampler):
     themselves, but never meet another pair's key value (that pair's positive would be scored
     as a negative). Batches are filled greedily in shuffled order; a conflicting pair waits for a later
     batch. Only full global batches are yielded: pairs that cannot fill one at the end of the
-    epoch are left out of it (a new shuffle next epoch).
+    epoch are left out of it (a new shuffle next epoch); a warning says how many when they are
+    a batch and a tenth of the pairs or more. When not even one batch can be filled, the
+    DataError names the largest batch reached.
     """
 
     def __init__(
@@ -276,7 +281,21 @@ class NoDuplicatesBatchSampler(ResumableBatchSampler):
             raise DataError(f"{len(keys)} pairs are fewer than one batch of {self.global_batch_size} (batch_size * world_size)")
         if len(self) == 0:
             raise DataError(
-                f"no batch of {self.global_batch_size} pairs without a repeated query or document can be formed; lower batch_size"
+                f"no batch of {self.global_batch_size} pairs can be formed without a repeated query or document (or a pair "
+                f"whose document is another's hard negative): the largest reached holds {self._largest()} pairs; lower "
+                "batch_size (batch_size * world_size at most that)"
+            )
+        used = len(self) * self.global_batch_size
+        if len(keys) - used >= max(self.global_batch_size, len(keys) / 10):  # repeats cost a tenth of the pairs or more
+            logger.warning(
+                "batches of %d pairs without a repeated query or document: an epoch holds %d of them, %d of the %d "
+                "pairs; the other %d cannot fill one more batch without a repeat, and wait for the next epoch's "
+                "shuffle. A smaller batch_size uses more of them",
+                self.global_batch_size,
+                len(self),
+                used,
+                len(keys),
+                len(keys) - used,
             )
 
     def _plan(self, rng: np.random.Generator) -> list[list[int]]:
@@ -304,6 +323,14 @@ class NoDuplicatesBatchSampler(ResumableBatchSampler):
             if len(batch) < size:
                 return batches
             batches.append(batch)
+
+    def _largest(self) -> int:
+        """The size of the first batch :meth:`_plan` fills without a size limit: the largest batch it can reach."""
+        batch: list[int] = []
+        taken: tuple[set, set] = (set(), set())
+        for index in np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items).tolist():
+            self._take(index, batch, taken)
+        return len(batch)
 
     def _take(self, index: int, batch: list[int], taken: tuple[set, set]) -> bool:
         """Add pair ``index`` to ``batch`` unless it conflicts with a pair there (``taken``: their values, their negatives)."""
