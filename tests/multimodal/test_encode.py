@@ -146,3 +146,27 @@ def test_bf16_inference_runs_each_tower_on_a_bf16_copy_close_to_autocast(model, 
     _, copy_ = tower.__dict__["_bf16_copy"]
     assert {p.dtype for p in copy_.parameters()} == {torch.bfloat16}
     assert float((autocast * copied).sum(1).min()) > 0.99
+
+
+def test_transparent_pixels_are_white_as_in_the_vision_plugin(model, tmp_path):
+    rgb = np.array(_picture())
+    alpha = np.full(rgb.shape[:2], 255, np.uint8)
+    alpha[:, : rgb.shape[1] // 2] = 0  # the left half is transparent, its colour hidden
+    hidden = rgb.copy()
+    hidden[alpha == 0] = 0
+    white = rgb.copy()
+    white[alpha == 0] = 255
+    Image.fromarray(np.dstack([hidden, alpha])).save(tmp_path / "transparent.png")
+    grey = Image.fromarray(hidden[:, :, 0]).convert("LA")
+    grey.putalpha(Image.fromarray(alpha))
+    forms = [
+        tmp_path / "transparent.png",  # RGBA
+        np.dstack([hidden, alpha]),
+        torch.from_numpy(np.dstack([hidden, alpha])).permute(2, 0, 1).contiguous(),
+    ]
+    embeddings = finetuner.encode(model, [Image.fromarray(white), *forms], modality="image", precision="fp32")
+    np.testing.assert_allclose(embeddings[1:], np.repeat(embeddings[:1], len(forms), axis=0), atol=1e-5)
+    grey_white = finetuner.encode(model, [Image.fromarray(white[:, :, 0]), grey], modality="image", precision="fp32")
+    np.testing.assert_allclose(grey_white[1], grey_white[0], atol=1e-5)  # LA too
+    black = finetuner.encode(model, [Image.fromarray(hidden)], modality="image", precision="fp32")
+    assert float(black[0] @ embeddings[0]) < 1 - 1e-4  # dropping the alpha channel would have given this

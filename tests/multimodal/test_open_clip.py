@@ -15,23 +15,14 @@ open_clip = pytest.importorskip("open_clip", reason="open-clip-torch (finetuner-
 import finetuner  # noqa: E402
 from finetuner.losses import default_loss  # noqa: E402
 from tests.hubcache import hub_snapshot, use_hf_home  # noqa: E402
+from tests.multimodal.tiny_open_clip import register_tiny  # noqa: E402
 
-# A 1-layer architecture in open_clip's config format, registered for the tests; open_clip's BPE vocabulary.
-TINY = {
-    "embed_dim": 24,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-SIGMOID = {**TINY, "init_logit_bias": -10.0, "init_logit_scale": math.log(10.0)}  # trained with the SigLIP loss
-TAG = {"hf_hub": "test-org/tiny-open-clip/", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
 TEXTS = ["a photo of a cat", "a red car", "dog"]
 
 
 @pytest.fixture(autouse=True)
 def tiny_architectures(monkeypatch):
-    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, "Tiny-test", TINY)
-    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, "Tiny-sigmoid-test", SIGMOID)
-    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "Tiny-test", {"tiny": TAG})
+    register_tiny(monkeypatch)
 
 
 def _images() -> list:

@@ -7,130 +7,15 @@ EmbeddingModel, so every weight the towers use is held once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer, PretrainedConfig
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
-import finetuner
-from finetuner.models import EmbeddingModel, Tower
+from finetuner.models import EmbeddingModel
 from finetuner_multimodal.hf_clip import check_model_type, embedding_dim, not_available
-from finetuner_multimodal.towers import to_rgb_tensor
-
-
-class Family(NamedTuple):
-    """How one model type embeds: its projections, text pooling and tokenizing convention."""
-
-    text_projection: str | None  # the model's attribute applied to the pooled text state, if any
-    image_projection: str | None
-    first_token: bool  # pool the text at its first token (ALIGN) rather than the encoder's pooler output
-    padding: str  # "longest", or "max_length" for models trained on fixed-length text
-    attention_mask: bool  # False: the text encoder sees no mask, as SigLIP was trained
-    max_length: int | None  # the text length convention (None: the model's positions)
-    loss: str | None  # the loss that fits the model's training, when not the task's default
-
-
-FAMILIES = {
-    "clip": Family("text_projection", "visual_projection", False, "longest", True, None, None),
-    "siglip": Family(None, None, False, "max_length", False, None, "SigLIPLoss"),
-    "siglip2": Family(None, None, False, "max_length", False, None, "SigLIPLoss"),
-    "align": Family("text_projection", None, True, "max_length", True, 64, None),
-}
-TEXT_FEATURES = ("input_ids", "attention_mask", "token_type_ids")
-
-
-class DualTextTower(Tower):
-    """Strings -> the dual encoder's text model -> its pooled state (and text projection)."""
-
-    modality = "text"
-
-    def __init__(
-        self,
-        text_model: nn.Module,
-        text_projection: nn.Module | None,
-        tokenizer: Any,
-        config: PretrainedConfig,
-        *,
-        output_dim: int,
-        max_length: int,
-        family: Family,
-    ) -> None:
-        super().__init__()
-        self.text_model = text_model
-        self.text_projection = text_projection
-        self.tokenizer = tokenizer
-        self.config = config
-        self.output_dim = output_dim
-        self.max_length = max_length
-        self.family = family
-        self.default_loss = family.loss
-
-    def preprocess(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
-        for index, item in enumerate(items):
-            if not isinstance(item, str):
-                raise finetuner.DataError(f"the text tower takes strings; item {index} is a {type(item).__name__}")
-        encoded = self.tokenizer(
-            list(items), padding=self.family.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
-        keys = TEXT_FEATURES if self.family.attention_mask else ("input_ids",)
-        return {key: encoded[key] for key in keys if key in encoded}
-
-    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        output = self.run_encoder(self.text_model, **features)
-        pooled = output.last_hidden_state[:, 0] if self.family.first_token else output.pooler_output
-        return pooled if self.text_projection is None else self.text_projection(pooled)
-
-    def item_cost(self, item: Any) -> int:
-        return len(item) if isinstance(item, str) and self.family.padding == "longest" else 0
-
-    def save_files(self, directory: Path) -> None:
-        self.tokenizer.save_pretrained(directory)
-        self.config.save_pretrained(directory)
-
-
-class DualImageTower(Tower):
-    """Images (paths, PIL images, arrays, tensors) -> the model's image processor -> vision model (and projection)."""
-
-    modality = "image"
-
-    def __init__(
-        self,
-        vision_model: nn.Module,
-        visual_projection: nn.Module | None,
-        processor: Any,
-        config: PretrainedConfig,
-        *,
-        output_dim: int,
-        family: Family,
-    ) -> None:
-        super().__init__()
-        self.vision_model = vision_model
-        self.visual_projection = visual_projection
-        self.processor = processor
-        self.config = config
-        self.output_dim = output_dim
-        self.default_loss = family.loss
-
-    def preprocess(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
-        images = [to_rgb_tensor(item, index) for index, item in enumerate(items)]
-        # pixels are in [0, 1]: apply the processor's own rescaling (ALIGN's maps to [-1, 1]) to them
-        scale = 255 * self.processor.rescale_factor if self.processor.do_rescale else 1.0
-        offset = -1.0 if self.processor.do_rescale and getattr(self.processor, "rescale_offset", False) else 0.0
-        if (scale, offset) != (1.0, 0.0):
-            images = [image * scale + offset for image in images]
-        pixels = self.processor(images=images, do_rescale=False, input_data_format="channels_first", return_tensors="pt")
-        return dict(pixels)
-
-    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        pooled = self.run_encoder(self.vision_model, **features).pooler_output
-        return pooled if self.visual_projection is None else self.visual_projection(pooled)
-
-    def save_files(self, directory: Path) -> None:
-        self.processor.save_pretrained(directory)
-        self.config.save_pretrained(directory)
+from finetuner_multimodal.towers import FAMILIES, DualImageTower, DualTextTower
 
 
 def load_dual(source: str, files: str, *, pretrained: bool, local_files_only: bool, max_length: int | None) -> EmbeddingModel:
@@ -149,12 +34,22 @@ def load_dual(source: str, files: str, *, pretrained: bool, local_files_only: bo
         model.text_model.pooler = None  # its output is unused, and under DDP every weight must get a gradient
     tokenizer = _load(AutoTokenizer, files, local_files_only, "tokenizer files")
     processor = _load(AutoImageProcessor, files, local_files_only, "preprocessor_config.json")
+    return embedding_model(model, tokenizer, processor, name=source, max_length=max_length)
+
+
+def embedding_model(model: nn.Module, tokenizer: Any, processor: Any, *, name: str, max_length: int | None) -> EmbeddingModel:
+    """A dual encoder ``model`` of one of the FAMILIES as an EmbeddingModel: a text and an image tower holding its weights.
+
+    ``max_length`` caps the text tokens (default: the family's convention, else the model's positions).
+    """
+    config = model.config
+    family = FAMILIES[config.model_type]
     limit = config.text_config.max_position_embeddings
     max_length = max_length or family.max_length or limit
     if not 3 <= max_length <= limit:
-        raise ValueError(f"max_length must be between 3 and {limit} (the text positions of {source}), got {max_length}")
-    dim = embedding_dim(config, source)
-    projections = [getattr(model, name) if name else None for name in (family.text_projection, family.image_projection)]
+        raise ValueError(f"max_length must be between 3 and {limit} (the text positions of {name}), got {max_length}")
+    dim = embedding_dim(config, name)
+    projections = [getattr(model, attr) if attr else None for attr in (family.text_projection, family.image_projection)]
     text = DualTextTower(
         model.text_model, projections[0], tokenizer, config, output_dim=dim, max_length=max_length, family=family
     )

@@ -17,8 +17,8 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenize
 import finetuner
 from finetuner.models import EmbeddingModel
 from finetuner_multimodal.clip import has_files, not_available
+from finetuner_multimodal.hf_dual import embedding_model
 from finetuner_multimodal.plugin import CLIP_MODELS
-from finetuner_multimodal.towers import ClipImageTower, ClipTextTower
 
 # The true hyperparameters of the registered models, for pretrained=False without a cached config.json:
 # text (hidden, intermediate, layers, heads), vision (hidden, intermediate, layers, heads, patch), projection dim.
@@ -38,16 +38,11 @@ def load_clip(name: str, *, pretrained: bool, local_dir: str | Path | None, max_
     clip, tokenizer = _pretrained(name, source) if pretrained else _random(name, local_dir)
     image_size = clip.config.vision_config.image_size
     processor = _load(CLIPImageProcessor, source, local_files_only=not pretrained) or _default_processor(image_size)
-    limit = clip.config.text_config.max_position_embeddings
-    if max_length is None:
-        max_length = limit
-    if not 3 <= max_length <= limit:
-        raise ValueError(f"max_length must be between 3 and {limit} (the text positions of {name}), got {max_length}")
-    text = ClipTextTower(clip.text_model, clip.text_projection, tokenizer, clip.config, max_length)
-    image = ClipImageTower(clip.vision_model, clip.visual_projection, processor, clip.config)
+    model = embedding_model(clip, tokenizer, processor, name=name, max_length=max_length)
     if pretrained and not local_dir:
-        text.base_model = image.base_model = name
-    return EmbeddingModel({"text": text, "image": image}, logit_scale=float(clip.logit_scale.detach()))
+        for tower in model.towers.values():
+            tower.base_model = name
+    return model
 
 
 def _pretrained(name: str, source: str) -> tuple[CLIPModel, CLIPTokenizer]:

@@ -8,22 +8,34 @@ use is held once.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
+from open_clip.hf_model import HFTextEncoder
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from torch import nn
-from torchvision.transforms.functional import to_pil_image
 
 import finetuner
 from finetuner.models import EmbeddingModel, Tower
+from finetuner_multimodal.augment import ImageAugmentation, tower_augmentation
+from finetuner_multimodal.images import to_pil
 from finetuner_multimodal.open_clip_models import OPEN_CLIP_PREFIX, model_config
-from finetuner_multimodal.towers import to_rgb_tensor
+from finetuner_multimodal.towers import check_texts, set_layer_checkpointing
 
 CONFIG_FILE = "open_clip_config.json"  # open_clip's own format: {"model_cfg": ..., "preprocess_cfg": ...}
+
+
+def set_open_clip_checkpointing(tower: Tower, module: nn.Module, enabled: bool) -> None:
+    """``module.set_grad_checkpointing(enabled)`` (or its flag), refused where nothing in it checkpoints."""
+    if hasattr(module, "set_grad_checkpointing"):
+        module.set_grad_checkpointing(enabled)
+    elif hasattr(module, "grad_checkpointing"):
+        module.grad_checkpointing = enabled
+    if enabled and not any(getattr(m, "grad_checkpointing", False) for m in module.modules()):
+        Tower.set_gradient_checkpointing(tower, enabled)  # refuses, naming the tower
 
 
 class TextEncoder(nn.Module):
@@ -53,13 +65,20 @@ class OpenClipTextTower(Tower):
         self.default_loss = default_loss
 
     def preprocess(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
-        for index, item in enumerate(items):
-            if not isinstance(item, str):
-                raise finetuner.DataError(f"the text tower takes strings; item {index} is a {type(item).__name__}")
+        check_texts(items)
         return {"tokens": self.tokenizer(list(items))}
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.run_encoder(self.encoder, features["tokens"])
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """open_clip's checkpointing of the text transformer's blocks (transformers' for a Hugging Face text model)."""
+        model = self.encoder.model
+        text = getattr(model, "text", None)  # CustomTextCLIP's text tower; CLIP keeps its transformer at the top
+        if isinstance(text, HFTextEncoder):
+            set_layer_checkpointing(self, text.transformer, enabled)
+        else:
+            set_open_clip_checkpointing(self, model.transformer if text is None else text, enabled)
 
     def save_files(self, directory: Path) -> None:
         (Path(directory) / CONFIG_FILE).write_text(json.dumps(self.config, indent=2))
@@ -82,11 +101,18 @@ class OpenClipImageTower(Tower):
 
     def preprocess(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
         # open_clip's transforms work on PIL images, as in its own pipeline
-        images = [to_pil_image((to_rgb_tensor(item, index) * 255).round().to(torch.uint8)) for index, item in enumerate(items)]
-        return {"pixel_values": torch.stack([self.transform(image) for image in images])}
+        return {"pixel_values": torch.stack([self.transform(to_pil(item, index)) for index, item in enumerate(items)])}
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.run_encoder(self.visual, features["pixel_values"])
+
+    def augmentation(self, options: Mapping[str, Any]) -> ImageAugmentation | None:
+        """timm's training transform at the model's input size, interpolation, mean and std."""
+        return tower_augmentation(self, self.config["preprocess_cfg"]["interpolation"], options)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """open_clip's ``set_grad_checkpointing`` of the image encoder; refused where it has none (ModifiedResNet)."""
+        set_open_clip_checkpointing(self, self.visual, enabled)
 
     def save_files(self, directory: Path) -> None:
         (Path(directory) / CONFIG_FILE).write_text(json.dumps(self.config, indent=2))

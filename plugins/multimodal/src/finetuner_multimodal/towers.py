@@ -1,188 +1,177 @@
-"""CLIP's two towers: each owns its half of the model and its preprocessing."""
+"""The two towers of a transformers dual encoder (CLIP, SigLIP, SigLIP 2, ALIGN): each owns its half of the model.
+
+The OpenAI CLIP backbones and every ``hf-clip:`` model are built from these; a :class:`Family`
+says how each model type tokenizes, pools and projects.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
-from transformers import CLIPConfig, CLIPImageProcessor, PreTrainedTokenizerBase
+from torch.utils.checkpoint import checkpoint
 
 import finetuner
 from finetuner.models import Tower
+from finetuner_multimodal.augment import ImageAugmentation, tower_augmentation
+from finetuner_multimodal.images import describe, to_rgb_tensor
 
-# PIL modes whose values exceed 255, and the value that means white (float images are taken as [0, 1]).
-HIGH_DEPTH_MODES = {"I": 65535.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "F": 1.0}
+TEXT_FEATURES = ("input_ids", "attention_mask", "token_type_ids")
+INTERPOLATIONS = {2: "bilinear", 3: "bicubic"}  # PIL resampling filters, in timm's words
 
 
-class ClipTextTower(Tower):
-    """Strings -> CLIP text model -> text projection (``CLIPTextModelWithProjection``'s path)."""
+class Family(NamedTuple):
+    """How one model type embeds: its projections, text pooling and tokenizing convention."""
+
+    text_projection: str | None  # the model's attribute applied to the pooled text state, if any
+    image_projection: str | None
+    first_token: bool  # pool the text at its first token (ALIGN) rather than the encoder's pooler output
+    padding: str  # "longest", or "max_length" for models trained on fixed-length text
+    attention_mask: bool  # False: the text encoder sees no mask, as SigLIP was trained
+    max_length: int | None  # the text length convention (None: the model's positions)
+    loss: str | None  # the loss that fits the model's training, when not the task's default
+    export_formats: tuple[str, ...]  # ("transformers",): the transformers model takes the towers' weights and logit_scale
+    logit_scale_shape: tuple[int, ...]  # the shape the transformers model stores logit_scale in
+
+
+FAMILIES = {
+    "clip": Family("text_projection", "visual_projection", False, "longest", True, None, None, ("transformers",), ()),
+    "siglip": Family(None, None, False, "max_length", False, None, "SigLIPLoss", ("transformers",), (1,)),
+    "siglip2": Family(None, None, False, "max_length", False, None, "SigLIPLoss", ("transformers",), (1,)),
+    "align": Family("text_projection", None, True, "max_length", True, 64, None, (), ()),  # it learns a temperature instead
+}
+
+
+def check_texts(items: Sequence[Any]) -> None:
+    """DataError naming the first item that is not a string."""
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise finetuner.DataError(f"the text tower takes strings; item {index} is {describe(item)}")
+
+
+def set_layer_checkpointing(tower: Tower, module: nn.Module, enabled: bool) -> None:
+    """transformers' checkpointing of every layer of ``module`` (non-reentrant); the Tower's refusal where it has none."""
+    layers = [m for m in module.modules() if hasattr(m, "gradient_checkpointing")]
+    if not layers:
+        Tower.set_gradient_checkpointing(tower, enabled)  # refuses, naming the tower
+    for layer in layers:
+        layer._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
+        layer.gradient_checkpointing = enabled
+
+
+class _DualTower(Tower):
+    """What both halves share: the config they save and export with, and the family's loss and formats."""
+
+    def __init__(self, config: Any, output_dim: int, family: Family) -> None:
+        super().__init__()
+        self.config = config
+        self.output_dim = output_dim
+        self.family = family
+        self.default_loss = family.loss
+        self.export_formats = family.export_formats
+
+    def export_files(self, directory: Path, fmt: str) -> dict[str, torch.Tensor]:
+        """This half of the model's transformers folder: config, tokenizer or image processor, and weights under its names."""
+        self.save_files(directory)
+        return dict(self.state_dict())
+
+
+class DualTextTower(_DualTower):
+    """Strings -> the dual encoder's text model -> its pooled state (and text projection)."""
 
     modality = "text"
-    export_formats = ("transformers",)
 
     def __init__(
         self,
         text_model: nn.Module,
-        text_projection: nn.Linear,
-        tokenizer: PreTrainedTokenizerBase,
-        config: CLIPConfig,
+        text_projection: nn.Module | None,
+        tokenizer: Any,
+        config: Any,
+        *,
+        output_dim: int,
         max_length: int,
+        family: Family,
     ) -> None:
-        super().__init__()
+        super().__init__(config, output_dim, family)
         self.text_model = text_model
         self.text_projection = text_projection
         self.tokenizer = tokenizer
-        self.config = config
         self.max_length = max_length
-        self.output_dim = text_projection.out_features
 
     def preprocess(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
-        for index, item in enumerate(items):
-            if not isinstance(item, str):
-                raise finetuner.DataError(f"the text tower of CLIP takes strings; item {index} is {_describe(item)}")
-        encoded = self.tokenizer(list(items), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt")
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+        check_texts(items)
+        encoded = self.tokenizer(
+            list(items), padding=self.family.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        keys = TEXT_FEATURES if self.family.attention_mask else ("input_ids",)
+        return {key: encoded[key] for key in keys if key in encoded}
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        output = self.run_encoder(self.text_model, input_ids=features["input_ids"], attention_mask=features["attention_mask"])
-        return self.text_projection(output.pooler_output)
+        output = self.run_encoder(self.text_model, **features)
+        pooled = output.last_hidden_state[:, 0] if self.family.first_token else output.pooler_output
+        return pooled if self.text_projection is None else self.text_projection(pooled)
 
     def item_cost(self, item: Any) -> int:
-        return len(item) if isinstance(item, str) else 0
+        return len(item) if isinstance(item, str) and self.family.padding == "longest" else 0
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        set_layer_checkpointing(self, self.text_model, enabled)
+
+    def export_files(self, directory: Path, fmt: str) -> dict[str, torch.Tensor]:
+        """As the image tower's, with a ``logit_scale`` of the model's shape, whose value finetuner fills in."""
+        return {**super().export_files(directory, fmt), "logit_scale": torch.zeros(self.family.logit_scale_shape)}
 
     def save_files(self, directory: Path) -> None:
         self.tokenizer.save_pretrained(directory)
         self.config.save_pretrained(directory)
 
-    def export_files(self, directory: Path, fmt: str) -> dict[str, torch.Tensor]:
-        """The text half of a ``CLIPModel`` folder: config, tokenizer, and weights under CLIPModel's names."""
-        self.save_files(directory)
-        return dict(self.state_dict())
 
-
-class ClipImageTower(Tower):
-    """Images -> CLIP vision model -> visual projection.
-
-    Takes image file paths, PIL images of any mode, ``HWC`` uint8 numpy arrays (``HW`` for
-    grey) and ``CHW`` tensors (float in [0, 1] or uint8).
-    """
+class DualImageTower(_DualTower):
+    """Images (paths, PIL images, arrays, tensors) -> the model's image processor -> vision model (and projection)."""
 
     modality = "image"
-    export_formats = ("transformers",)
 
     def __init__(
         self,
         vision_model: nn.Module,
-        visual_projection: nn.Linear,
-        processor: CLIPImageProcessor,
-        config: CLIPConfig,
+        visual_projection: nn.Module | None,
+        processor: Any,
+        config: Any,
+        *,
+        output_dim: int,
+        family: Family,
     ) -> None:
-        super().__init__()
+        super().__init__(config, output_dim, family)
         self.vision_model = vision_model
         self.visual_projection = visual_projection
         self.processor = processor
-        self.config = config
-        self.output_dim = visual_projection.out_features
 
     def preprocess(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
         images = [to_rgb_tensor(item, index) for index, item in enumerate(items)]
+        # pixels are in [0, 1]: apply the processor's own rescaling (ALIGN's maps to [-1, 1]) to them
+        scale = 255 * self.processor.rescale_factor if self.processor.do_rescale else 1.0
+        offset = -1.0 if self.processor.do_rescale and getattr(self.processor, "rescale_offset", False) else 0.0
+        if (scale, offset) != (1.0, 0.0):
+            images = [image * scale + offset for image in images]
         pixels = self.processor(images=images, do_rescale=False, input_data_format="channels_first", return_tensors="pt")
-        return {"pixel_values": pixels["pixel_values"]}
+        return dict(pixels)
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        output = self.run_encoder(self.vision_model, pixel_values=features["pixel_values"])
-        return self.visual_projection(output.pooler_output)
+        pooled = self.run_encoder(self.vision_model, **features).pooler_output
+        return pooled if self.visual_projection is None else self.visual_projection(pooled)
+
+    def augmentation(self, options: Mapping[str, Any]) -> ImageAugmentation | None:
+        """timm's training transform at the processor's size, resampling, mean and std (None for SigLIP 2's NaFlex)."""
+        interpolation = INTERPOLATIONS.get(int(getattr(self.processor, "resample", 3) or 3), "bicubic")
+        return tower_augmentation(self, interpolation, options)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        set_layer_checkpointing(self, self.vision_model, enabled)
 
     def save_files(self, directory: Path) -> None:
         self.processor.save_pretrained(directory)
         self.config.save_pretrained(directory)
-
-    def export_files(self, directory: Path, fmt: str) -> dict[str, torch.Tensor]:
-        """The image half of a ``CLIPModel`` folder: config, image processor, and weights under CLIPModel's names."""
-        self.save_files(directory)
-        return dict(self.state_dict())
-
-
-def to_rgb_tensor(item: Any, index: int) -> torch.Tensor:
-    """One image item as a ``3xHxW`` float tensor in [0, 1]; DataError naming the index (and file) otherwise."""
-    where = f"the image tower of CLIP: item {index}"
-    if isinstance(item, (str, Path)):
-        path = Path(item)
-        if not _is_file(path):
-            raise finetuner.DataError(f"{where} is a string that is not an existing image file: {str(item)[:80]!r}")
-        try:
-            with Image.open(path) as image:
-                return _from_pil(image)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise finetuner.DataError(f"{where}: cannot read image file {path}: {exc}") from exc
-    if isinstance(item, Image.Image):
-        return _from_pil(item)
-    if isinstance(item, np.ndarray):
-        if (
-            item.dtype != np.uint8
-            or item.ndim not in (2, 3)
-            or (item.ndim == 3 and item.shape[2] not in (1, 3, 4))
-            or not item.size
-        ):
-            raise finetuner.DataError(
-                f"{where} is a {item.dtype} array of shape {item.shape}; expected uint8 HxWxC (C = 1, 3 or 4) or HxW"
-            )
-        array = item[:, :, None] if item.ndim == 2 else item
-        return _three_channels(torch.from_numpy(array.astype(np.float32) / 255).permute(2, 0, 1))
-    if isinstance(item, torch.Tensor):
-        if (
-            item.ndim != 3
-            or item.shape[0] not in (1, 3, 4)
-            or not item.numel()
-            or not (item.is_floating_point() or item.dtype == torch.uint8)
-        ):
-            raise finetuner.DataError(
-                f"{where} is a {item.dtype} tensor of shape {tuple(item.shape)}; expected CxHxW (C = 1, 3 or 4), float in [0, 1] or uint8"
-            )
-        tensor = item.detach().cpu()
-        if tensor.dtype == torch.uint8:
-            return _three_channels(tensor.float() / 255)
-        low, high = float(tensor.min()), float(tensor.max())
-        if low < 0 or high > 1:
-            raise finetuner.DataError(
-                f"{where} is a float tensor with values in [{low:.3g}, {high:.3g}]; expected raw pixels in [0, 1]"
-            )
-        return _three_channels(tensor.float())
-    raise finetuner.DataError(f"{where} is {_describe(item)}; expected an image file path, a PIL image, an array or a tensor")
-
-
-def _from_pil(image: Image.Image) -> torch.Tensor:
-    image = ImageOps.exif_transpose(image)
-    if image.mode in HIGH_DEPTH_MODES:  # 16/32-bit grey or float: convert("RGB") would clip to 255
-        grey = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()) / HIGH_DEPTH_MODES[image.mode]
-        return grey.clamp(0, 1).expand(3, -1, -1)
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except (OSError, ValueError):  # a NUL byte or an over-long name: text, not a path
-        return False
-
-
-def _three_channels(tensor: torch.Tensor) -> torch.Tensor:
-    if tensor.shape[0] == 1:
-        return tensor.expand(3, -1, -1)
-    return tensor[:3]
-
-
-def _describe(item: Any) -> str:
-    if isinstance(item, str):
-        return f"the string {item[:40]!r}"
-    if item is None or isinstance(item, (int, float, bool)):
-        return repr(item)
-    return f"a {type(item).__module__}.{type(item).__qualname__}"
