@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import finetuner
-from finetuner_multimodal.augment import ImageAugmentation
+from finetuner.models import ImageAugmentation
 from tests.multimodal.tiny_dual import write_tiny_align, write_tiny_siglip
 
 NAME = "openai/clip-vit-base-patch32"

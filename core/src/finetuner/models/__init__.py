@@ -3,8 +3,9 @@
 With :mod:`finetuner`, this is the API plugins build on: every other module is internal.
 """
 
+from finetuner.models.augment import ImageAugmentation
 from finetuner.models.embedding import EmbeddingModel
 from finetuner.models.pooling import TOKEN_POOLINGS, GeM, TokenPooling, pool_tokens
 from finetuner.models.tower import Tower
 
-__all__ = ["TOKEN_POOLINGS", "EmbeddingModel", "GeM", "TokenPooling", "Tower", "pool_tokens"]
+__all__ = ["TOKEN_POOLINGS", "EmbeddingModel", "GeM", "ImageAugmentation", "TokenPooling", "Tower", "pool_tokens"]

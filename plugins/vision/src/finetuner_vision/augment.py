@@ -1,97 +1,24 @@
-"""Training-time augmentation of image towers: timm's training transform, each item drawn from its own seed.
-
-timm's transforms draw from Python's, numpy's and torch's global generators; each item is
-transformed with all three seeded from its seed, and the caller's generator states are
-restored afterwards, so an item's result depends on its seed alone, in any process.
-"""
+"""Training-time augmentation of the vision towers: :class:`finetuner.models.ImageAugmentation` at a tower's preprocessing."""
 
 from __future__ import annotations
 
-import contextlib
-import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-import torch
-from PIL import Image
-
-from finetuner import DataError, OptionError, UnknownNameError
+from finetuner.models import ImageAugmentation
 from finetuner_vision.images import load_image
 
-# timm.data.create_transform's training options a user may set; the tower fixes input_size, mean and std
-OPTIONS = (
-    "scale",
-    "ratio",
-    "hflip",
-    "vflip",
-    "color_jitter",
-    "color_jitter_prob",
-    "grayscale_prob",
-    "gaussian_blur_prob",
-    "auto_augment",
-    "interpolation",
-    "train_crop_mode",
-    "re_prob",
-    "re_mode",
-    "re_count",
-)
 
+def tower_augmentation(config: Mapping[str, Any], options: Mapping[str, Any]) -> ImageAugmentation:
+    """timm's training transform at the input size, interpolation and normalisation of ``config``.
 
-class ImageAugmentation:
-    """``timm.data.create_transform(is_training=True)`` at a tower's input size, interpolation and normalisation.
-
-    ``config`` is the tower's :class:`~finetuner_vision.images.ImagePreprocessing` config;
-    ``options`` override timm's defaults (random resized crop of 8-100% of the area, horizontal
-    flip half the time, colour jitter 0.4). Called with items and one seed per item, it returns
-    the tower's features, as ``preprocess`` does.
+    ``config`` is the tower's :class:`~finetuner_vision.images.ImagePreprocessing` config.
     """
-
-    def __init__(self, config: Mapping[str, Any], options: Mapping[str, Any]) -> None:
-        from timm.data import create_transform
-
-        for name in options:
-            if name not in OPTIONS:
-                raise UnknownNameError("augment option", str(name), OPTIONS, hint="They are timm.data.create_transform's.")
-        self.settings = {**_tower_settings(config), **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}}
-        try:
-            self.transform = create_transform(**self.settings, is_training=True)
-            self.transform(Image.new("RGB", (8, 8)))  # options that fail only when applied fail now
-        except Exception as exc:  # noqa: BLE001 - timm raises anything for a bad value
-            raise OptionError(f"augment={dict(options)} does not make a timm training transform: {exc}") from exc
-
-    def __call__(self, items: Sequence[Any], seeds: Sequence[int]) -> dict[str, torch.Tensor]:
-        if not items:
-            raise DataError("no images to preprocess")
-        pixels = []
-        with torch.no_grad(), _restored_generators():
-            for index, (item, seed) in enumerate(zip(items, seeds, strict=True)):
-                image = load_image(item, index)
-                random.seed(seed)
-                np.random.seed(seed % 2**32)
-                torch.manual_seed(seed)
-                pixels.append(self.transform(image))
-        return {"pixel_values": torch.stack(pixels)}
-
-
-def _tower_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The input size, interpolation and normalisation of the tower's eval preprocessing, in timm's terms."""
     size = tuple(config["input_size"]) if config["library"] == "timm" else (3, config["crop_size"], config["crop_size"])
-    return {
+    settings = {
         "input_size": size,
         "interpolation": config["interpolation"],
         "mean": tuple(config["mean"]),
         "std": tuple(config["std"]),
     }
-
-
-@contextlib.contextmanager
-def _restored_generators() -> Iterator[None]:
-    """Python's, numpy's and torch's (CPU) global generators as they were before."""
-    python, numpy = random.getstate(), np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            yield
-    finally:
-        random.setstate(python)
-        np.random.set_state(numpy)
+    return ImageAugmentation(settings, options, load_image)

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from finetuner import ExportError
-from finetuner.models import Tower
-from finetuner_vision.augment import ImageAugmentation
+from finetuner.models import ImageAugmentation, Tower
+from finetuner_vision.augment import tower_augmentation
 from finetuner_vision.images import ImagePreprocessing
 
 logger = logging.getLogger("finetuner.vision")
@@ -54,7 +54,7 @@ class ImageTower(Tower):
 
     def augmentation(self, options: Mapping[str, Any]) -> ImageAugmentation:
         """timm's training transform at this tower's input size and normalisation, ``options`` overriding timm's defaults."""
-        return ImageAugmentation(self.preprocessing.config, options)
+        return tower_augmentation(self.preprocessing.config, options)
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         pixels = features["pixel_values"]
