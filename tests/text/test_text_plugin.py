@@ -162,7 +162,9 @@ def test_sentence_transformers_pooling_config_picks_the_default(tmp_path):
     pooling_file.write_text(json.dumps({"embedding_dimension": 32, "pooling_mode": "max"}))  # sentence-transformers 5+
     assert finetuner_text.build_hf(folder).pooling.mode == "max"
     pooling_file.write_text(json.dumps({"embedding_dimension": 32, "pooling_mode": "lasttoken"}))
-    with pytest.raises(ValueError, match="lasttoken"):
+    assert finetuner_text.build_hf(folder).pooling.mode == "last"
+    pooling_file.write_text(json.dumps({"embedding_dimension": 32, "pooling_mode": "weightedmean"}))
+    with pytest.raises(ValueError, match="weightedmean"):
         finetuner_text.build_hf(folder)
 
 

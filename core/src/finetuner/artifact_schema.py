@@ -49,6 +49,10 @@ STRINGS: Kind = ("a list of strings", _strings)
 MODALITIES: Kind = ("a non-empty list of strings", lambda v: _strings(v) and bool(v))
 POSITIVE_NUMBER: Kind = ("a positive number", lambda v: _real(v) and v > 0)
 FRACTION: Kind = ("a number from 0 to below 1", lambda v: _real(v) and 0 <= v < 1)
+PROMPTS: Kind = (
+    "an object of prompt names to strings",
+    lambda v: isinstance(v, dict) and all(bool(k) and isinstance(x, str) for k, x in v.items()),
+)
 LAYERS: Kind = (
     "an object of non-empty lists of layer names",
     lambda v: isinstance(v, dict) and bool(v) and all(_strings(x) and bool(x) for x in v.values()),
@@ -69,6 +73,8 @@ TOP: tuple[tuple[str, Kind, bool], ...] = (
     ("lora", OBJECT_OR_NULL, False),
     ("matryoshka_dims", LIST_OR_NULL, False),
     ("quantization_ranges", OBJECT, False),
+    ("prompts", PROMPTS, False),
+    ("default_prompt_name", STRING_OR_NULL, False),
 )
 # a LoRA artifact's adapters (see finetuner.lora)
 LORA: tuple[tuple[str, Kind, bool], ...] = (

@@ -3,7 +3,7 @@
 Layout::
 
     model.safetensors     every weight, no pickle (a LoRA model: its adapters and head; the base is rebuilt by name)
-    finetuner.json        backbones, plugins and versions, task, projection, normalisation, metrics
+    finetuner.json        backbones, plugins and versions, task, projection, normalisation, prompts, metrics
     backbone-0/           the first backbone's preprocessing files (tokenizer, config, image config)
     README.md             a Hugging Face model card (see :mod:`finetuner.model_card`)
 """
@@ -44,6 +44,7 @@ def save(
     from finetuner.calibration import ranges_record
     from finetuner.model_card import write_model_card
     from finetuner.plugins import get_manager
+    from finetuner.prompts import default_prompt_name, prompts_of
 
     target = Path(directory)
     check_artifact_dir(target, overwrite=overwrite)
@@ -70,6 +71,8 @@ def save(
             "metrics": metrics or {},
             "matryoshka_dims": list(model.matryoshka_dims) if model.matryoshka_dims else None,
             "quantization_ranges": ranges_record(model.quantization_ranges),
+            "prompts": prompts_of(model),
+            "default_prompt_name": default_prompt_name(model),
             **(extra or {}),
         }
         if model.lora is None:
@@ -188,7 +191,20 @@ def load(directory: str | Path) -> Any:
     model.freeze(frozen)
     model.metrics = config.get("metrics", {})
     _restore_truncation(model, config, directory / CONFIG_FILE)
+    _restore_prompts(model, config, directory / CONFIG_FILE)
     return model
+
+
+def _restore_prompts(model: Any, config: dict[str, Any], path: Path) -> None:
+    """The prompts the JSON records (an artifact from before prompts keeps the tower's own)."""
+    from finetuner.prompts import set_prompts
+
+    if "prompts" not in config:
+        return
+    try:
+        set_prompts(model, config["prompts"], config.get("default_prompt_name"))
+    except FinetunerError as exc:
+        raise ArtifactError(f"{path}: field prompts: {exc}") from exc
 
 
 def _restore_truncation(model: Any, config: dict[str, Any], path: Path) -> None:

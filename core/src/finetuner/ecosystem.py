@@ -5,10 +5,11 @@
 
 - ``sentence-transformers`` (one text tower): ``modules.json``; the transformer module at the
   folder root (``config.json``, tokenizer files, ``sentence_bert_config.json``,
-  ``model.safetensors``); ``1_Pooling`` with the tower's pooling; ``2_Dense`` for a projection
-  head (``output_dim=``: ``linear.weight``/``linear.bias``, identity activation); ``Normalize``
-  when the model normalises; ``config_sentence_transformers.json``. ``SentenceTransformer(folder)``
-  gives the model's embeddings.
+  ``model.safetensors``); ``1_Pooling`` with the tower's pooling; the Dense and Normalize modules
+  the tower read from a sentence-transformers folder; a ``Dense`` for a projection head
+  (``output_dim=``: ``linear.weight``/``linear.bias``, identity activation); ``Normalize`` when
+  the model normalises; ``config_sentence_transformers.json`` with the model's prompts.
+  ``SentenceTransformer(folder)`` gives the model's embeddings.
 - ``transformers``: a folder ``from_pretrained`` loads. A CLIP model's two towers make one
   ``CLIPModel`` (with its learned ``logit_scale``); its text and image features, L2-normalised
   when the model normalises, are the model's embeddings. A projection head has no place there.
@@ -163,22 +164,46 @@ def _truncation(model: EmbeddingModel, fmt: str, truncate_dim: int | None) -> di
 
 
 def _sentence_transformers(model: EmbeddingModel, folder: Path, truncate_dim: int | None = None) -> dict[str, torch.Tensor]:
-    """The tower's transformer and pooling modules, then Dense (projection head) and Normalize; ``truncate_dim`` if given."""
+    """The tower's modules (transformer, pooling and any it read from a folder), then Dense (projection head) and Normalize.
+
+    ``config_sentence_transformers.json`` holds the model's prompts and ``truncate_dim`` if given.
+    """
+    from finetuner.prompts import default_prompt_name, prompts_of
+
     tower = model.tower("text")
     weights = tower.export_files(folder, "sentence-transformers")
-    modules = [("", "Transformer"), ("1_Pooling", "Pooling")]
+    modules = _read_modules(folder)
     if model.projections is not None:
-        modules.append(("2_Dense", "Dense"))
-        _write_dense(model.projections["text"], folder / "2_Dense")
-    if model.normalize:
+        modules.append((f"{len(modules)}_Dense", "Dense"))
+        _write_dense(model.projections["text"], folder / modules[-1][0])
+    if model.normalize and modules[-1][1] != "Normalize":
         modules.append((f"{len(modules)}_Normalize", "Normalize"))
         (folder / modules[-1][0]).mkdir()
         (folder / modules[-1][0] / "config.json").write_text("{}\n")
-    entries = [{"idx": i, "name": str(i), "path": path, "type": f"{ST_MODULES}.{kind}"} for i, (path, kind) in enumerate(modules)]
-    _write_json(folder / "modules.json", entries)
-    config = {"model_type": "SentenceTransformer", "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    _write_modules(folder, modules)
+    similarity = "cosine" if model.normalize else getattr(tower, "similarity_fn_name", "cosine")
+    config = {
+        "model_type": "SentenceTransformer",
+        "prompts": prompts_of(model),
+        "default_prompt_name": default_prompt_name(model),
+        "similarity_fn_name": similarity,
+    }
     _write_json(folder / "config_sentence_transformers.json", config | ({"truncate_dim": truncate_dim} if truncate_dim else {}))
     return weights
+
+
+def _read_modules(folder: Path) -> list[tuple[str, str]]:
+    """The (path, class name) of each module a tower listed in ``folder/modules.json``; else its transformer and pooling."""
+    path = folder / "modules.json"
+    if not path.is_file():
+        return [("", "Transformer"), ("1_Pooling", "Pooling")]
+    return [(entry["path"], entry["type"].rsplit(".", 1)[-1]) for entry in json.loads(path.read_text())]
+
+
+def _write_modules(folder: Path, modules: list[tuple[str, str]]) -> None:
+    """sentence-transformers' ``modules.json`` for (path, class name) pairs, in order."""
+    entries = [{"idx": i, "name": str(i), "path": path, "type": f"{ST_MODULES}.{kind}"} for i, (path, kind) in enumerate(modules)]
+    _write_json(folder / "modules.json", entries)
 
 
 def _write_dense(linear: torch.nn.Linear, folder: Path) -> None:
@@ -203,8 +228,9 @@ def _transformers(model: EmbeddingModel, folder: Path) -> dict[str, torch.Tensor
         if clash:
             raise ExportError(f"the {modality} tower writes weights another tower wrote too ({', '.join(clash[:3])})")
         weights.update(part)
-    if model.logit_scale is not None:
-        weights["logit_scale"] = model.logit_scale.detach().reshape(())
+    if model.logit_scale is not None:  # a scalar, or in the shape a tower's part gives it (SigLIP's [1])
+        shape = weights["logit_scale"].shape if "logit_scale" in weights else ()
+        weights["logit_scale"] = model.logit_scale.detach().reshape(shape)
     return weights
 
 

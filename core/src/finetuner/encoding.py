@@ -14,6 +14,7 @@ from finetuner.calibration import compactor
 from finetuner.choices import BACKENDS
 from finetuner.errors import UnknownNameError
 from finetuner.models.embedding import EmbeddingModel
+from finetuner.prompts import prefixed, resolve_prompt
 from finetuner.runtime import autocast, compiled, eval_mode, move, prepare, resolve_device, resolve_precision
 
 Forward = Callable[[Any, dict[str, torch.Tensor], str], torch.Tensor]  # (tower, features, modality) -> embeddings
@@ -31,6 +32,8 @@ def encode(
     compile: bool = False,
     truncate_dim: int | None = None,
     quantize: str | None = None,
+    prompt: str | None = None,
+    prompt_name: str | None = None,
 ) -> np.ndarray:
     """Embed items into an ``[N, output_dim]`` float32 array, in input order.
 
@@ -48,6 +51,10 @@ def encode(
     ``matryoshka_dims``). ``quantize`` returns codes instead of floats: ``"int8"``/``"uint8"``
     (one byte per dimension; they need the model's ranges, see :func:`finetuner.calibrate`),
     ``"binary"``/``"ubinary"`` (one bit per dimension, 8 to a byte); see :mod:`finetuner.quantize`.
+
+    ``prompt="query: "`` puts that text before each text item; ``prompt_name="query"`` puts the
+    model's prompt of that name (an unknown name raises an error listing the model's); with
+    neither, the model's default prompt, if it has one (see :mod:`finetuner.prompts`).
     """
     if backend not in BACKENDS:
         raise UnknownNameError("backend", backend, BACKENDS)
@@ -57,7 +64,8 @@ def encode(
         model, forward = _onnx(model, backend == "onnx-int8", resolve_device(device))
         compact = compactor(model, truncate_dim, quantize)
         where = next(model.parameters()).device  # the torch model only preprocesses: leave it where it is
-        return compact(_run(model, items, model.output_dim, forward, batch_size, modality, "fp32", where, False))
+        prefix = resolve_prompt(model, prompt, prompt_name)
+        return compact(_run(model, items, model.output_dim, forward, batch_size, modality, "fp32", where, False, prefix))
     model = as_model(model)
     compact = compactor(model, truncate_dim, quantize)
     return compact(
@@ -71,6 +79,7 @@ def encode(
             precision,
             device,
             compile,
+            resolve_prompt(model, prompt, prompt_name),
         )
     )
 
@@ -88,7 +97,7 @@ def encode_sharded(
     Each rank embeds a contiguous shard of ``items`` on its own device; the rows come back in
     input order on rank 0 (on every rank with ``all_ranks=True``) and None elsewhere. In a
     single process this is plain ``encode``. ``options`` go to ``encode`` (batch_size,
-    modality, precision, backend, truncate_dim, quantize); ``model`` is an EmbeddingModel or an artifact directory.
+    modality, precision, backend, truncate_dim, quantize, prompt, prompt_name); ``model`` is an EmbeddingModel or an artifact directory.
     """
     from finetuner.training.distributed import DistributedContext, shard
 
@@ -179,7 +188,9 @@ def _run(
     precision: str,
     device: str | torch.device,
     compile: bool,
+    prompt: str = "",
 ) -> np.ndarray:
+    """Embeddings of ``items`` by ``forward``, in input order; ``prompt`` goes before each text the text tower gets."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     items = list(items)
@@ -195,7 +206,8 @@ def _run(
     with eval_mode(model), torch.inference_mode(), compiled(model, compile):
         for name, indices in groups.items():
             tower = model.tower(name)
-            for positions, features in tower.batches([items[i] for i in indices], batch_size):
+            inputs = [items[i] for i in indices]
+            for positions, features in tower.batches(prefixed(inputs, prompt) if name == "text" else inputs, batch_size):
                 with autocast(torch_device, dtype):
                     embeddings = forward(tower, move(features, torch_device), name)
                 out[[indices[p] for p in positions]] = embeddings.float().cpu().numpy()

@@ -45,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write codes instead of float32: int8/uint8 (a byte per dimension; the artifact's ranges, "
         "see `finetuner calibrate`) or binary/ubinary (a bit per dimension, 8 to a byte)",
     )
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", metavar="TEXT", help='text put before each text item, e.g. "query: "')
+    prompt.add_argument(
+        "--prompt-name",
+        metavar="NAME",
+        help="put the model's prompt of this name before each text item, e.g. query (default: the model's default prompt)",
+    )
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -100,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         "backend": args.backend,
         "truncate_dim": args.truncate_dim,
         "quantize": args.quantize,
+        "prompt": args.prompt,
+        "prompt_name": args.prompt_name,
     }
     embeddings = encode_sharded(model, items, device=args.device, **options)
     if embeddings is None:  # another rank of a torchrun launch: rank 0 writes the output

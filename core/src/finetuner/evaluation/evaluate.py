@@ -24,6 +24,7 @@ from finetuner.evaluation.metrics import (
     ranking_metrics,
     spearman,
 )
+from finetuner.prompts import side_prompt
 
 logger = logging.getLogger("finetuner")
 if TYPE_CHECKING:  # torch is imported on first use: finetuner.evaluation.metrics stays light for the report
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # torch is imported on first use: finetuner.evaluation.metric
 
 DATA_TYPES = (PairData, LabeledData, ScoredData, RetrievalData)
 DIRECTIONS = ("t2i", "i2t")
+QUERY, DOCUMENT = "query", "document"  # the sides whose prompts queries and documents get
 
 
 def evaluate(
@@ -52,8 +54,11 @@ def evaluate(
 ) -> dict[str, float]:
     """Measure how well ``model`` retrieves (or scores) ``data``; returns ``{metric name: value}``.
 
-    ``model`` is an :class:`EmbeddingModel` or an artifact directory. ``data`` is one of the
-    data classes or anything :func:`finetuner.data.load_data` reads. Per kind:
+    ``model`` is an :class:`EmbeddingModel`, an artifact directory or a backbone name (see
+    :func:`finetuner.encoding.as_model`). ``data`` is one of the data classes or anything
+    :func:`finetuner.data.load_data` reads. Queries get the model's ``"query"`` prompt and documents
+    its ``"document"`` prompt, as in training; labeled items and scored pairs its default prompt
+    (see :mod:`finetuner.prompts`). Per kind:
 
     - labeled: every item queries all the others; items with its label are relevant.
       Adds ``r_precision`` and ``map@r``.
@@ -74,7 +79,9 @@ def evaluate(
     (:func:`finetuner.calibrate`), else ranges calibrated on the corpus. ``rescore=N`` re-ranks
     each query's top N of that search with its float32 embedding against the decoded codes.
     """
-    model = _as_model(model)
+    from finetuner.encoding import as_model
+
+    model = as_model(model)
     search = _Search.checked(model, truncate_dim, quantize, rescore)
     data = _as_data(data)
     ks = _check_k(k)
@@ -150,18 +157,6 @@ class _Search:
         return iter_search(queries, codes, ks, precision=self.precision, ranges=ranges, rescore=self.rescore, **options)
 
 
-def _as_model(model: Any) -> EmbeddingModel:
-    from finetuner.models.embedding import EmbeddingModel
-
-    if isinstance(model, (str, Path)):
-        from finetuner.artifacts import load
-
-        model = load(model)
-    if not isinstance(model, EmbeddingModel):
-        raise TypeError(f"model must be a finetuner.EmbeddingModel or an artifact directory, got {type(model).__name__}")
-    return model
-
-
 def _as_data(data: Any) -> Any:
     if isinstance(data, DATA_TYPES):
         return data
@@ -233,11 +228,15 @@ def _match(name: str, kind: str, ks: list[int], valid: list[str]) -> list[str]:
     raise UnknownNameError("metric", name, valid, hint=f"(for {kind} data)")
 
 
-def _embed(model: EmbeddingModel, items: Sequence[Any], modality: str | None, options: dict[str, Any]) -> np.ndarray:
-    """L2-normalised float32 embeddings (cosine similarity is then an inner product)."""
+def _embed(
+    model: EmbeddingModel, items: Sequence[Any], modality: str | None, options: dict[str, Any], side: str | None = None
+) -> np.ndarray:
+    """L2-normalised float32 embeddings (cosine similarity is then an inner product) of the ``"query"`` or
+    ``"document"`` side (its prompt), or of items of no side (the default prompt)."""
     from finetuner.encoding import encode
 
-    embeddings = encode(model, items, modality=modality, **options)
+    prompt = side_prompt(model, side) if side is not None else None
+    embeddings = encode(model, items, modality=modality, prompt=prompt, **options)
     if not np.isfinite(embeddings).all():
         bad = int((~np.isfinite(embeddings).all(axis=1)).sum())
         raise FinetunerError(f"the model produced non-finite embeddings (NaN or inf) for {bad} of {len(items)} items")
@@ -245,10 +244,12 @@ def _embed(model: EmbeddingModel, items: Sequence[Any], modality: str | None, op
     return embeddings / np.maximum(norms, 1e-12)
 
 
-def _embed_all(model: EmbeddingModel, items: Sequence[Any], modality: str | None, options: dict[str, Any]) -> np.ndarray:
+def _embed_all(
+    model: EmbeddingModel, items: Sequence[Any], modality: str | None, options: dict[str, Any], side: str | None = None
+) -> np.ndarray:
     """Embeddings for every item, each distinct item encoded once."""
     unique, inverse = distinct(items)
-    return _embed(model, unique, modality, options)[inverse]
+    return _embed(model, unique, modality, options, side)[inverse]
 
 
 def _rankings(
@@ -290,8 +291,8 @@ def _pairs(
     # hard negatives join the documents every query is ranked against (relevant to none)
     right, right_of_item = distinct([*data.documents, *(n for row in data.negatives or [] for n in row)])
     right_of_pair = right_of_item[: len(data.documents)]
-    left_embeddings = _embed(model, left, "text" if two_way else modality, options)
-    right_embeddings = _embed(model, right, "image" if two_way else modality, options)
+    left_embeddings = _embed(model, left, "text" if two_way else modality, options, QUERY)
+    right_embeddings = _embed(model, right, "image" if two_way else modality, options, DOCUMENT)
     with_negatives = " (hard negatives included)" if data.negatives else ""
     logger.info("evaluating %s: %d queries against %d documents%s", data.source, len(left), len(right), with_negatives)
     forward = _judged(left_embeddings, right_embeddings, left_of_pair, right_of_pair)
@@ -322,10 +323,10 @@ def _retrieval(model: EmbeddingModel, data: RetrievalData, modality: str | None,
     per_query = [{position[d]: g for d, g in data.qrels.get(qid, {}).items() if d in position} for qid in query_ids]
     judgments = Judgments(per_query, len(corpus_ids))
     asked = [i for i, n in enumerate(judgments.num_relevant) if n > 0]
-    embedded = _embed_all(model, [data.queries[query_ids[i]] for i in asked], modality, options)
+    embedded = _embed_all(model, [data.queries[query_ids[i]] for i in asked], modality, options, QUERY)
     queries = np.zeros((len(query_ids), embedded.shape[1]), dtype=np.float32)
     queries[asked] = embedded
-    corpus = _embed_all(model, [data.corpus[d] for d in corpus_ids], modality, options)
+    corpus = _embed_all(model, [data.corpus[d] for d in corpus_ids], modality, options, DOCUMENT)
     logger.info("evaluating %s: %d judged queries against %d documents", data.source, len(asked), len(corpus_ids))
     return _from_judgments(queries, corpus, judgments)
 

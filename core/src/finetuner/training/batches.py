@@ -17,6 +17,7 @@ from finetuner.data.types import LabeledData, PairData, ScoredData
 from finetuner.losses.cached import mini_batches
 from finetuner.models.embedding import EmbeddingModel
 from finetuner.models.tower import Augmentation
+from finetuner.prompts import prefixed, resolve_prompt, side_prompt
 from finetuner.training.augment import item_seeds
 
 
@@ -50,13 +51,19 @@ def sides_of(data: PairData | LabeledData | ScoredData, model: EmbeddingModel) -
     """The sides of the data, each routed to a tower: two-tower models take text left, image right.
 
     Pairs with hard negatives have one more side per negative column (pair ``i``'s ``j``-th
-    negative is item ``i`` of side ``2 + j``), embedded by the documents' tower.
+    negative is item ``i`` of side ``2 + j``), embedded by the documents' tower. Texts get the
+    model's prompts as :func:`finetuner.evaluate` gives them (see :mod:`finetuner.prompts`).
     """
     if isinstance(data, LabeledData):
-        return [Side(data.items, _single(model))]
+        return [Side(prefixed(data.items, resolve_prompt(model)), _single(model))]
     left, right = (data.queries, data.documents) if isinstance(data, PairData) else (data.a, data.b)
     negatives = data.negatives if isinstance(data, PairData) and data.negatives else []
     columns = [[row[j] for row in negatives] for j in range(len(negatives[0]) if negatives else 0)]
+    # queries get the model's query prompt, documents and negatives its document prompt; scored pairs the default prompt
+    pair = isinstance(data, PairData)
+    query, document = (side_prompt(model, "query"), side_prompt(model, "document")) if pair else (resolve_prompt(model),) * 2
+    left = prefixed(left, query)
+    right, *columns = (prefixed(items, document) for items in (right, *columns))
     if len(model.towers) == 1:
         return [Side(items, _single(model)) for items in (left, right, *columns)]
     return [Side(left, "text"), *(Side(items, "image") for items in (right, *columns))]

@@ -15,7 +15,8 @@ evaluation's metrics, the history, the model, the output directory) and may set
 The hooks run in this order: ``on_train_begin``; per optimizer step ``on_step_end``, then
 ``on_evaluate`` when ``eval_every_steps`` is due; per epoch ``on_epoch_end``, then
 ``on_evaluate`` when ``eval_every_epochs`` is due; ``on_evaluate`` once more for the final
-evaluation (when fit() has eval_data); ``on_train_end``. With several processes
+evaluation (when fit() has eval_data); ``on_train_end``; ``on_fit_end`` once fit() wrote the
+artifact (``state.artifact_dir``). With several processes
 (torchrun) callbacks run on rank 0 only, and its ``state.stop`` holds on every rank.
 """
 
@@ -47,6 +48,7 @@ class TrainState:
     stop_reason: str = ""
     output_dir: Path | None = None
     model: Any = None
+    artifact_dir: Path | None = None  # set for on_fit_end: where fit() wrote the artifact (None without output_dir)
 
 
 class Callback:
@@ -66,6 +68,9 @@ class Callback:
 
     def on_train_end(self, state: TrainState) -> None:
         """After the last step (or the step that stopped training) and the final evaluation."""
+
+    def on_fit_end(self, state: TrainState) -> None:
+        """Last, once fit() wrote the artifact to ``state.artifact_dir`` (None: fit() has no output_dir)."""
 
 
 def _check_mode(mode: str) -> str:
@@ -220,7 +225,7 @@ class MetricsLogger(Callback):
 class TensorBoardLogger(Callback):
     """Loss, learning rate and evaluation metrics as TensorBoard scalars, default in ``<output_dir>/tensorboard``.
 
-    Needs the tensorboard package (``pip install tensorboard``); tags are ``train/loss``,
+    Needs the tensorboard package (``pip install 'finetuner-core[tensorboard]'``); tags are ``train/loss``,
     ``train/learning_rate`` and ``eval/<metric>``, by step.
     """
 
@@ -228,7 +233,9 @@ class TensorBoardLogger(Callback):
         try:
             import tensorboard  # noqa: F401
         except ImportError as exc:
-            raise ImportError("TensorBoardLogger needs the tensorboard package: pip install tensorboard") from exc
+            raise ImportError(
+                "TensorBoardLogger needs the tensorboard package: pip install 'finetuner-core[tensorboard]'"
+            ) from exc
         self.given = Path(log_dir) if log_dir is not None else None
         self.writer: Any = None
 

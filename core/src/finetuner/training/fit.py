@@ -20,6 +20,7 @@ from finetuner.runtime import compiled
 from finetuner.training.callbacks import Callback
 from finetuner.training.checkpoint import check_output_dir
 from finetuner.training.options import FitOptions
+from finetuner.training.trackers import make_trackers
 from finetuner.training.trainer import Trainer
 
 logger = logging.getLogger("finetuner")
@@ -72,6 +73,7 @@ def fit(
     arguments = [p.name for p in inspect.signature(fit).parameters.values() if p.kind is p.KEYWORD_ONLY]
     opts = FitOptions.from_kwargs(options, arguments)
     _check_arguments(model, output_dir, callbacks)
+    trackers = make_trackers(opts, output_dir)  # report_to: known names, packages installed
     if opts.lora is not None:
         from finetuner.lora import LEARNING_RATE, require_peft
 
@@ -103,6 +105,10 @@ def fit(
         raise TrainingError(
             "output_dim=, freeze= and model_options= apply when fit() builds the model by name; on a built model use EmbeddingModel(..., output_dim=) and model.freeze()"
         )
+    if opts.prompts is not None:
+        from finetuner.prompts import set_prompts
+
+        set_prompts(model, opts.prompts)
     if opts.lora is not None:
         from finetuner.lora import add_adapters
 
@@ -110,7 +116,7 @@ def fit(
     if not any(p.requires_grad for p in model.parameters()):
         raise TrainingError("every parameter is frozen, so there is nothing to train: pass output_dim= to add a projection head")
     out = Path(output_dir) if output_dir is not None else None
-    trainer = Trainer(model, train, evaluation, opts, list(callbacks), out, dist)
+    trainer = Trainer(model, train, evaluation, opts, [*callbacks, *trackers], out, dist)
     model.matryoshka_dims = _matryoshka_dims(trainer.loss)
     if resume:
         trainer.resume()
@@ -147,6 +153,7 @@ def fit(
             from finetuner.hub import push_to_hub
 
             logger.info("pushed to %s", push_to_hub(out / "model", opts.push_to_hub))
+    trainer.end(out / "model" if out is not None else None)
     dist.barrier()
     return model
 

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from finetuner.choices import PRECISIONS
 from finetuner.errors import TrainingError, UnknownNameError
 from finetuner.lora import check_settings
+from finetuner.prompts import check_prompts
 
 SCHEDULERS = ("linear", "cosine", "constant")
 _BOOLEANS = {"true": True, "false": False}  # as the command line spells them; YAML reads yes/no/on/off itself
@@ -30,6 +31,7 @@ _NAMES = {
     str: "a string",
     dict: "a mapping",
     tuple: "a list of integers",
+    list: "a list of names",
 }
 
 
@@ -142,6 +144,12 @@ class FitOptions:
         "the dimensions, largest first, e.g. 384,256,128,64; encode(truncate_dim=) then cuts to one of them",
         bounds=POSITIVE,
     )
+    prompts: dict[str, str] | None = option(
+        None,
+        "text prefixes by name, e.g. {query: 'query: ', document: 'passage: '}: training puts the query prompt before "
+        "each pair's first column and the document prompt before the others; kept with the model for encode and evaluate "
+        "(default: the model's own, e.g. from its sentence-transformers folder)",
+    )
     eval_every_steps: int | None = option(None, "evaluate every N optimizer steps (needs eval data)", bounds=POSITIVE)
     eval_every_epochs: int | None = option(None, "evaluate every N epochs (needs eval data)", bounds=POSITIVE)
     eval_k: tuple[int, ...] = option((1, 5, 10, 20), "cut-offs of the ranking metrics", bounds=POSITIVE)
@@ -151,6 +159,11 @@ class FitOptions:
     overwrite: bool = option(False, "replace <output_dir>/model and /checkpoint even when finetuner did not write them")
     push_to_hub: str | None = option(
         None, "upload the artifact to this Hugging Face Hub model repo (org/name) after training; needs network and a token"
+    )
+    report_to: str | list[str] | None = option(
+        None,
+        "log params, loss, learning rate, evaluations and the artifact's path to these experiment trackers: tensorboard, "
+        "mlflow, wandb (comma-separated; each needs its extra, e.g. finetuner-core[mlflow])",
     )
     verbose: bool = option(True, "progress bars and the before/after table", flag=False)
 
@@ -166,6 +179,8 @@ class FitOptions:
         if not (self.loss is None or isinstance(self.loss, str) or callable(getattr(self.loss, "parameters", None))):
             raise TrainingError(f"loss must be a loss name or a torch.nn.Module, got {self.loss!r} ({type(self.loss).__name__})")
         self.lora = check_settings(self.lora)
+        if self.prompts is not None:
+            self.prompts = check_prompts(self.prompts)
         if self.mini_batch_size is not None and self.mini_batch_size > self.batch_size:
             raise TrainingError(
                 f"mini_batch_size {self.mini_batch_size} is larger than batch_size {self.batch_size}: GradCache cuts each "

@@ -278,6 +278,11 @@ class Trainer:
         self.state.stop = self.dist.broadcast_flag(self.state.stop)
 
     # -- the loop ----------------------------------------------------------------------
+    def end(self, artifact_dir: Path | None) -> None:
+        """The callbacks' ``on_fit_end``, once fit() wrote the artifact to ``artifact_dir`` (None: it wrote none)."""
+        self.state.artifact_dir = artifact_dir
+        self._notify("on_fit_end")
+
     def train(self) -> None:
         """Run the remaining epochs, then the final evaluation (``self.after``) when there is eval data.
 

@@ -11,19 +11,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from finetuner import DataError
-from finetuner.models import TOKEN_POOLINGS, TokenPooling, Tower
+from finetuner.models import TokenPooling, Tower
+from finetuner_text import st_modules
 from finetuner_text.sources import embedding_dim, local_folder, not_available, read_json
+from finetuner_text.st_layout import POOLING_FLAGS, POOLING_PATH, ST_MODEL_FILE, read_layout
 
 DEFAULT_MAX_LENGTH = 256
-POOLING_FILE = "1_Pooling/config.json"
+POOLING_FILE = f"{POOLING_PATH}/config.json"
 ST_CONFIG_FILE = "sentence_bert_config.json"
-# sentence-transformers' (pre-5) pooling flags and the mode each one means here; other modes are unsupported.
-ST_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
 # Attention kernels for batches padded to their longest text, on CUDA: all but cuDNN's, which builds a plan for
 # each new shape (slow for each new one: bench/runs/gpu-h100-2026-11-27) and so starves the GPU here.
 VARYING_LENGTH_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
@@ -37,7 +38,11 @@ def _check_strings(items: Sequence[Any], first: int = 0) -> None:
 
 
 class HFTextTower(Tower):
-    """Strings in, pooled token states out; batches are padded to their longest text only.
+    """Strings in, pooled token states (then any Dense and Normalize modules) out; batches are padded to their longest text only.
+
+    ``after_pooling`` holds the Dense and Normalize modules a sentence-transformers folder lists after
+    its Pooling; ``prompts``, ``default_prompt_name`` and ``similarity_fn_name`` are what its
+    ``config_sentence_transformers.json`` says (see :mod:`finetuner.prompts`).
 
     The bf16 inference copy runs with autocast off: its quality was checked that way (bench/README.md).
     """
@@ -46,25 +51,32 @@ class HFTextTower(Tower):
     bf16_autocast = False
     export_formats = ("sentence-transformers",)
 
-    def __init__(self, encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pooling: str, max_length: int) -> None:
+    def __init__(
+        self,
+        encoder: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        pooling: str,
+        max_length: int,
+        after_pooling: Sequence[nn.Module] = (),
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.pooling = TokenPooling(pooling)
         self.max_length = max_length
-        self.output_dim = embedding_dim(encoder.config.to_dict(), f"the config of {encoder.config.name_or_path}")
+        self.append_eos = pooling == "last" and needs_eos(tokenizer)
+        self.after_pooling = nn.Sequential(*after_pooling)
+        dense = [m.linear.out_features for m in self.after_pooling if isinstance(m, st_modules.Dense)]
+        self.output_dim = (
+            dense[-1] if dense else embedding_dim(encoder.config.to_dict(), f"the config of {encoder.config.name_or_path}")
+        )
+        self.prompts: dict[str, str] = {}
+        self.default_prompt_name: str | None = None
+        self.similarity_fn_name = "cosine"
 
     def preprocess(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
         _check_strings(items)
-        tokens = self.tokenizer(
-            list(items),
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-            return_token_type_ids=False,
-        )
-        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+        return self._pad(self._token_ids(list(items)))
 
     def batches(self, items: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
         """Inference batches of texts with similar token counts, each text tokenized once.
@@ -76,13 +88,20 @@ class HFTextTower(Tower):
         for begin in range(0, len(items), window):
             part = list(items[begin : begin + window])
             _check_strings(part, first=begin)
-            ids = self.tokenizer(
-                part, truncation=True, max_length=self.max_length, return_attention_mask=False, return_token_type_ids=False
-            )["input_ids"]
+            ids = self._token_ids(part)
             order = sorted(range(len(part)), key=lambda i: -len(ids[i]))
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
                 yield [begin + i for i in chunk], self._pad([ids[i] for i in chunk])
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's token ids within ``max_length``, ending with EOS when ``append_eos`` (see :func:`needs_eos`)."""
+        ids = self.tokenizer(
+            texts, truncation=True, max_length=self.max_length, return_attention_mask=False, return_token_type_ids=False
+        )["input_ids"]
+        if self.append_eos:
+            return [[*row[: self.max_length - 1], self.tokenizer.eos_token_id] for row in ids]
+        return ids
 
     def _pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
         """``input_ids``/``attention_mask`` for token rows, padded as the tokenizer pads (its side and pad id).
@@ -104,7 +123,7 @@ class HFTextTower(Tower):
         device = mask.device.type
         with sdpa_kernel(VARYING_LENGTH_ATTENTION) if device == "cuda" else contextlib.nullcontext():
             hidden = self.run_encoder(self.encoder, input_ids=features["input_ids"], attention_mask=mask).last_hidden_state
-        return self.pooling(hidden, mask)
+        return self.after_pooling(self.pooling(hidden, mask))
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """transformers' checkpointing of the encoder's layers (non-reentrant: it also works with frozen embeddings)."""
@@ -120,30 +139,38 @@ class HFTextTower(Tower):
             encoder.gradient_checkpointing_disable()
 
     def save_files(self, directory: Path) -> None:
-        """Tokenizer files, config.json and sentence-transformers pooling/length configs."""
-        directory = Path(directory)
-        self.tokenizer.save_pretrained(directory)
-        self.encoder.config.save_pretrained(directory)
-        flags = {flag: mode == self.pooling.mode for flag, mode in ST_POOLING_FLAGS.items()}
-        (directory / POOLING_FILE).parent.mkdir(parents=True, exist_ok=True)
-        (directory / POOLING_FILE).write_text(json.dumps({"word_embedding_dimension": self.output_dim, **flags}, indent=2))
-        st_config: dict[str, Any] = {"max_seq_length": self.max_length}
-        if getattr(self.encoder, "pooler", False) is None:  # dropped (without_pooler): sentence-transformers leaves it out too
-            st_config["model_args"] = {"add_pooling_layer": False}
-        (directory / ST_CONFIG_FILE).write_text(json.dumps(st_config, indent=2))
+        """Tokenizer files, config.json and the sentence-transformers module configs (the weights are the artifact's)."""
+        self._write(Path(directory), weights=False)
 
     def export_files(self, directory: Path, fmt: str) -> dict[str, torch.Tensor]:
-        """sentence-transformers' transformer module (these files at the folder root) and ``1_Pooling``; the encoder's weights.
+        """sentence-transformers' transformer module (these files at the folder root), ``1_Pooling``, the Dense modules
+        with their weights and ``modules.json``; returns the encoder's weights.
 
         An encoder whose pooling layer :func:`without_pooler` dropped is loaded without one there too
         (``model_args``), so transformers reports no missing weights.
         """
-        self.save_files(directory)
-        if getattr(self.encoder, "pooler", False) is None:
-            config = json.loads((directory / ST_CONFIG_FILE).read_text())
-            config["model_args"] = {"add_pooling_layer": False}
-            (directory / ST_CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        self._write(Path(directory), weights=True)
         return dict(self.encoder.state_dict())
+
+    def _write(self, directory: Path, weights: bool) -> None:
+        self.tokenizer.save_pretrained(directory)
+        self.encoder.config.save_pretrained(directory)
+        flags = {flag: mode == self.pooling.mode for flag, mode in POOLING_FLAGS.items()}
+        (directory / POOLING_FILE).parent.mkdir(parents=True, exist_ok=True)
+        dim = embedding_dim(self.encoder.config.to_dict(), f"the config of {self.encoder.config.name_or_path}")
+        (directory / POOLING_FILE).write_text(json.dumps({"word_embedding_dimension": dim, **flags}, indent=2))
+        st_config: dict[str, Any] = {"max_seq_length": self.max_length}
+        if getattr(self.encoder, "pooler", False) is None:  # dropped (without_pooler): sentence-transformers leaves it out too
+            st_config["model_args"] = {"add_pooling_layer": False}
+        (directory / ST_CONFIG_FILE).write_text(json.dumps(st_config, indent=2))
+        after = st_modules.write(self.after_pooling, directory, first_index=2, weights=weights)
+        st_modules.write_modules_file(directory, [("", "Transformer"), (POOLING_PATH, "Pooling"), *after])
+        model = {
+            "prompts": self.prompts,
+            "default_prompt_name": self.default_prompt_name,
+            "similarity_fn_name": self.similarity_fn_name,
+        }
+        (directory / ST_MODEL_FILE).write_text(json.dumps(model, indent=2))
 
 
 def build_tower(source: str, pretrained: bool = True, pooling: str | None = None, max_length: int | None = None) -> HFTextTower:
@@ -157,14 +184,28 @@ def build_tower(source: str, pretrained: bool = True, pooling: str | None = None
                 encoder = AutoModel.from_config(AutoConfig.from_pretrained(source, trust_remote_code=False))
     except OSError as exc:
         raise not_available(source, str(exc).splitlines()[0]) from exc
+    layout = read_layout(source, read_pooling=pooling is None)
     tower = HFTextTower(
         without_pooler(encoder),
         tokenizer,
-        pooling=pooling or default_pooling(source),
+        pooling=pooling or layout.pooling or "mean",
         max_length=check_max_length(max_length, source, encoder, tokenizer),
+        after_pooling=[st_modules.build(source, module, pretrained) for module in layout.after_pooling],
     )
+    tower.prompts, tower.default_prompt_name = layout.prompts, layout.default_prompt_name
+    tower.similarity_fn_name = layout.similarity_fn_name
     tower.base_model = source if pretrained and local_folder(source) is None else None
     return tower
+
+
+def needs_eos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether last-token pooling appends EOS to every text: the tokenizer has an EOS token but does not add it itself.
+
+    Decoder embedders (Qwen3-Embedding, gte-Qwen2, e5-mistral) are trained to embed the EOS token's state;
+    encoder tokenizers either have no EOS token (BERT) or end every text with it already (RoBERTa, T5).
+    """
+    eos = tokenizer.eos_token_id
+    return eos is not None and tokenizer("a", return_attention_mask=False)["input_ids"][-1:] != [eos]
 
 
 def without_pooler(encoder: PreTrainedModel) -> PreTrainedModel:
@@ -191,23 +232,6 @@ def _no_progress_bar() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
-
-
-def default_pooling(source: str) -> str:
-    """The pooling a sentence-transformers folder asks for (``1_Pooling/config.json``), else mean."""
-    config = read_json(source, POOLING_FILE, download=True)
-    if config is None:
-        return "mean"
-    if "pooling_mode" in config:  # sentence-transformers 5+ name the mode(s)
-        named = config["pooling_mode"]
-        modes = list(named) if isinstance(named, (list, tuple)) else [named]
-    else:  # older ones set one boolean flag per mode
-        modes = [ST_POOLING_FLAGS.get(k, k) for k, v in config.items() if k.startswith("pooling_mode_") and v]
-    if len(modes) != 1 or modes[0] not in TOKEN_POOLINGS:
-        raise ValueError(
-            f"{POOLING_FILE} of {source} asks for pooling {modes}; finetuner supports one of {TOKEN_POOLINGS}: pass pooling="
-        )
-    return modes[0]
 
 
 def check_max_length(max_length: int | None, source: str, encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import finetuner
 from finetuner_text.sources import embedding_dim, not_available, read_json
+from finetuner_text.st_layout import output_dim
 
 HF_PREFIX = "hf:"
 
@@ -43,7 +44,8 @@ def finetuner_register_backbones(register: Callable[[finetuner.BackboneSpec], No
 def finetuner_resolve_backbone(name: str, local_dir: str | None) -> finetuner.BackboneSpec | None:
     """``hf:<model id or folder>``: any Hugging Face encoder whose config is on disk (or downloadable online).
 
-    A saved artifact's ``local_dir`` holds the config too, so it loads when the source is gone.
+    A saved artifact's ``local_dir`` holds the config too, so it loads when the source is gone. The
+    output dimension is the last sentence-transformers Dense module's, else the hidden size.
     """
     if not name.startswith(HF_PREFIX):
         return None
@@ -51,13 +53,14 @@ def finetuner_resolve_backbone(name: str, local_dir: str | None) -> finetuner.Ba
     if not source:
         raise finetuner.UnknownNameError("model", name, ["hf:<model id or folder>"])
     config = read_json(local_dir, "config.json") if local_dir is not None else None
+    folder = local_dir if config is not None else source
     config = config or read_json(source, "config.json", download=True)
     if config is None:
         raise not_available(source)
     return finetuner.BackboneSpec(
         name=name,
         task="text-to-text",
-        output_dim=embedding_dim(config, f"config.json of {source}"),
+        output_dim=output_dim(folder, embedding_dim(config, f"config.json of {source}")),
         architecture="transformer",
         description=f"Hugging Face {config.get('model_type', 'transformer')} model {source}",
         build=hf_builder(source),
