@@ -10,8 +10,9 @@
   (``output_dim=``: ``linear.weight``/``linear.bias``, identity activation); ``Normalize`` when
   the model normalises; ``config_sentence_transformers.json`` with the model's prompts.
   ``SentenceTransformer(folder)`` gives the model's embeddings.
-- ``transformers``: a folder ``from_pretrained`` loads. A CLIP model's two towers make one
-  ``CLIPModel`` (with its learned ``logit_scale``); its text and image features, L2-normalised
+- ``transformers``: a folder ``from_pretrained`` loads. A CLIP or SigLIP model's two towers make
+  one ``CLIPModel`` or ``SiglipModel`` (with its learned ``logit_scale``; SigLIP's ``logit_bias``
+  is not kept by finetuner, so it loads as 0); its text and image features, L2-normalised
   when the model normalises, are the model's embeddings. A projection head has no place there.
 - ``timm`` (one image tower): the backbone's weights and a timm ``config.json`` (``architecture``,
   ``num_classes`` 0, ``pretrained_cfg`` with the preprocessing); ``timm.create_model(
@@ -60,7 +61,7 @@ def export_sentence_transformers(
 
 
 def export_transformers(model: EmbeddingModel | str | Path, output: str | Path | None = None, *, overwrite: bool = False) -> Path:
-    """Write a model as a transformers folder (a CLIP model: one ``CLIPModel``; default ``ARTIFACT/transformers``)."""
+    """Write a model as a transformers folder (CLIP or SigLIP: one ``CLIPModel`` or ``SiglipModel``; default ``ARTIFACT/transformers``)."""
     return export_to(model, "transformers", output, overwrite=overwrite)
 
 

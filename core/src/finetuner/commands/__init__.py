@@ -19,3 +19,8 @@ def positive_int(text: str) -> int:
 def dimensions(text: str) -> list[int]:
     """An argparse type: comma-separated whole numbers of 1 or more, e.g. 384,256,128,64."""
     return [positive_int(part) for part in text.split(",")]
+
+
+def add_truncate_dim(parser: argparse.ArgumentParser, help: str) -> None:
+    """The ``--truncate-dim DIM`` option (Matryoshka models), with the command's own ``help``."""
+    parser.add_argument("--truncate-dim", type=positive_int, metavar="DIM", help=help)

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from finetuner.choices import BACKENDS, EMBEDDING_QUANTIZATIONS, PRECISIONS
-from finetuner.commands import positive_int
+from finetuner.commands import add_truncate_dim, positive_int
 
 NAME = "encode"
 HELP = "embed a file of texts or a folder of images into a .npy array"
@@ -33,12 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=64, help="items per encoding batch (default: 64)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="compute precision (default: auto)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    parser.add_argument(
-        "--truncate-dim",
-        type=positive_int,
-        metavar="DIM",
-        help="keep the first DIM dimensions, re-normalised (for a model trained with --matryoshka-dims)",
-    )
+    add_truncate_dim(parser, "keep the first DIM dimensions, re-normalised (for a model trained with --matryoshka-dims)")
     parser.add_argument(
         "--quantize",
         choices=EMBEDDING_QUANTIZATIONS,

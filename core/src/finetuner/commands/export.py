@@ -12,7 +12,7 @@ Examples::
 the tower's preprocessing outputs, dynamic batch and token axes), <modality>.int8.onnx with
 --quantize int8, and towers.json listing them.
 
---sentence-transformers (text models), --transformers (CLIP models: one CLIPModel) and --timm
+--sentence-transformers (text models), --transformers (CLIP and SigLIP models: one CLIPModel or SiglipModel) and --timm
 (timm image models) write a folder that library loads with no finetuner import, with a
 README.md model card (default: ARTIFACT/<format>). See finetuner.ecosystem.
 """
@@ -23,13 +23,13 @@ import argparse
 from pathlib import Path
 
 from finetuner.choices import QUANTIZATIONS
-from finetuner.commands import positive_int
+from finetuner.commands import add_truncate_dim
 
 NAME = "export"
 HELP = "export an artifact to ONNX, or to a sentence-transformers, transformers or timm folder"
 FORMAT_HELP = {
     "sentence-transformers": "a sentence-transformers folder (text models): SentenceTransformer(DIR) loads it",
-    "transformers": "a transformers folder (CLIP models): CLIPModel.from_pretrained(DIR) loads it",
+    "transformers": "a transformers folder (CLIP and SigLIP models): AutoModel.from_pretrained(DIR) loads it",
     "timm": 'a timm folder (timm image models): timm.create_model("local-dir:DIR", pretrained=True) loads it',
 }
 
@@ -43,11 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, help="folder to write (default: ARTIFACT/onnx or ARTIFACT/<format>)")
     parser.add_argument("--quantize", choices=QUANTIZATIONS, help="also write a dynamically quantised int8 graph per tower")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT even when finetuner did not write it")
-    parser.add_argument(
-        "--truncate-dim",
-        type=positive_int,
-        metavar="DIM",
-        help="--sentence-transformers: record truncate_dim, so the library cuts the embeddings to DIM (Matryoshka models)",
+    add_truncate_dim(
+        parser, "--sentence-transformers: record truncate_dim, so the library cuts the embeddings to DIM (Matryoshka models)"
     )
 
 

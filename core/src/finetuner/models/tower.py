@@ -100,7 +100,7 @@ class Tower(nn.Module):
 
         raise OptionError(
             f"gradient_checkpointing: {type(self).__name__} (the {self.modality} tower) does not support it; "
-            "Hugging Face text towers and timm image towers do"
+            "Hugging Face text towers, timm image towers and the CLIP, SigLIP and open_clip transformer towers do"
         )
 
     def item_cost(self, item: Any) -> int:

@@ -104,7 +104,8 @@ class FitOptions:
         bounds=POSITIVE,
     )
     gradient_checkpointing: bool = option(
-        False, "recompute the towers' activations during backward instead of keeping them (Hugging Face text and timm towers)"
+        False,
+        "recompute the towers' activations during backward instead of keeping them (Hugging Face text, timm, CLIP, SigLIP and open_clip towers)",
     )
     samples_per_class: int = option(4, "items of each class in a batch of labeled data", bounds=Range(2))
     seed: int = option(0, "random seed", bounds=Range(0, 2**32 - 1))
