@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # what _LAZY imports on first use, re-exported (`as`) for typ
     from finetuner.models.build import build_model as build_model
     from finetuner.models.embedding import EmbeddingModel as EmbeddingModel
     from finetuner.models.tower import Tower as Tower
+    from finetuner.prompts import set_prompts as set_prompts
     from finetuner.training.fit import fit as fit
 
 __version__ = "0.1.0"
@@ -62,6 +63,7 @@ _LAZY = {
     "evaluate": "finetuner.evaluation.evaluate",
     "load_data": "finetuner.data.load",
     "mine_hard_negatives": "finetuner.mining",
+    "set_prompts": "finetuner.prompts",
 }
 
 __all__ = [

@@ -44,7 +44,12 @@ def default_prompt_name(model: Any) -> str | None:
 
 
 def set_prompts(model: Any, prompts: dict[str, str], default_name: str | None = None) -> None:
-    """Give the model's text tower these prompts (replacing its own) and default prompt name."""
+    """Give an :class:`~finetuner.EmbeddingModel`'s text tower these prompts (replacing its own) and default prompt name.
+
+    ``set_prompts(model, {"query": "query: ", "document": "passage: "})``: ``encode(...,
+    prompt_name="query")`` then prefixes ``"query: "``, and ``fit`` and ``evaluate`` put each
+    side's prompt before its texts. They are saved with the model and exported.
+    """
     prompts = check_prompts(prompts)
     tower = _text_tower(model)
     if tower is None:
