@@ -39,3 +39,17 @@ def test_neither_a_name_nor_an_artifact_says_to_build_the_model_or_pass_a_folder
             finetuner.ArtifactError, match=r"mine is not a finetuner artifact: finetuner\.json is missing\. Pass the folder"
         ):
             finetuner.encode(folder, TEXTS)
+
+
+def test_a_path_that_does_not_exist_is_named_without_the_list_of_models(tmp_path, capsys):
+    from finetuner.cli import main
+
+    missing = tmp_path / "run" / "model"
+    for path in (str(missing), "./run/model"):
+        with pytest.raises(finetuner.ArtifactError, match="the path does not exist") as error:
+            finetuner.encode(path, TEXTS)
+        assert f"no artifact folder at {path}" in str(error.value) and "dummy-text" not in str(error.value)
+    (tmp_path / "texts.txt").write_text("a query\n")
+    assert main(["encode", str(missing), str(tmp_path / "texts.txt"), "-o", str(tmp_path / "out.npy")]) != 0
+    err = capsys.readouterr().err
+    assert f"no artifact folder at {missing}" in err and "dummy-text" not in err

@@ -133,6 +133,8 @@ def as_model(model: EmbeddingModel | str | Path) -> EmbeddingModel:
             if exc.kind != "model":
                 raise
             if not Path(model).exists():
+                if model.startswith((".", "/", "~")) or "\\" in model:  # a path, not a name: the names would be noise
+                    raise ArtifactError(f"no artifact folder at {model}: the path does not exist. {hint}") from None
                 names = get_manager().registry.names()
                 raise UnknownNameError("model", exc.name, names, hint=f"{model!r} is no artifact folder either. {hint}") from None
     raise ArtifactError(f"{model} is not a finetuner artifact: {CONFIG_FILE} is missing. {hint}")

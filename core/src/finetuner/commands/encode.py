@@ -78,15 +78,14 @@ def read_items(path: Path) -> tuple[list, str]:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    import finetuner
     from finetuner.artifacts import read_config
-    from finetuner.encoding import encode_sharded
+    from finetuner.encoding import as_model, encode_sharded
     from finetuner.errors import DataError
 
     items, suggested = read_items(args.input)
     source = Path(args.model)
     if args.backend == "torch":
-        model = finetuner.load(source) if source.is_dir() else finetuner.build_model(args.model)
+        model = as_model(args.model)
         towers = len(model.towers)
     elif source.is_dir():  # onnxruntime reads the artifact's exported graphs
         model, towers = source, sum(len(s["modalities"]) for s in read_config(source)["sources"])
