@@ -16,16 +16,17 @@ from finetuner.models import TOKEN_POOLINGS, pool_tokens
 TEXTS = ["hello", "a much longer text than the first", "mid size"]
 
 
-@pytest.fixture(scope="module")
-def qwen_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A two-layer random Qwen2Model with a byte-level Qwen2Tokenizer that, like Qwen's, never adds EOS itself."""
+def write_qwen(folder: Path, **tokenizer_options) -> Path:
+    """A two-layer random Qwen2Model with a byte-level Qwen2Tokenizer that, like Qwen's, never adds EOS itself.
+
+    EOS and pad are both ``<|endoftext|>``, as in Qwen, unless ``tokenizer_options`` say otherwise (``pad_token=None``).
+    """
     from tokenizers import pre_tokenizers
     from transformers import Qwen2Config, Qwen2Model, Qwen2Tokenizer
 
-    folder = tmp_path_factory.mktemp("tiny_qwen2")
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {"<|endoftext|>": 0, **{char: number + 1 for number, char in enumerate(alphabet)}}
-    Qwen2Tokenizer(vocab=vocab, merges=[]).save_pretrained(folder)  # EOS and pad are both <|endoftext|>, as in Qwen
+    Qwen2Tokenizer(vocab=vocab, merges=[], **tokenizer_options).save_pretrained(folder)
     torch.manual_seed(0)
     config = Qwen2Config(
         vocab_size=len(vocab),
@@ -38,6 +39,11 @@ def qwen_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     Qwen2Model(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def qwen_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_qwen(tmp_path_factory.mktemp("tiny_qwen2"))
 
 
 def test_last_is_a_token_pooling_and_reads_the_mask_not_the_padding_side():
@@ -96,3 +102,96 @@ def test_sentence_transformers_lasttoken_config_maps_to_last(qwen_folder, tmp_pa
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 16, **config}))
     tower = finetuner_text.build_hf(folder)
     assert tower.pooling.mode == "last" and tower.append_eos
+
+
+def single_eos(ids: list[int], eos: int) -> bool:
+    return ids[-1] == eos and ids[-2] != eos
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_sentence_transformers_export_embeds_as_finetuner_and_reloads_without_a_second_eos(qwen_folder, tmp_path, side):
+    st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is not installed")
+    model = finetuner.build_model(f"hf:{qwen_folder}", pooling="last", normalize=False)
+    model.tower().tokenizer.padding_side = side  # Qwen3-Embedding pads on the left
+    ours = finetuner.encode(model, TEXTS, precision="fp32", batch_size=2)
+    folder = finetuner.export_sentence_transformers(model, tmp_path / "st")
+    theirs = st.SentenceTransformer(str(folder), device="cpu", local_files_only=True).encode(TEXTS, batch_size=2)
+    np.testing.assert_allclose(theirs, ours, atol=1e-5)  # the exported tokenizer ends each text with EOS itself
+    eos = model.tower().tokenizer.eos_token_id
+    for reloaded in (
+        finetuner.build_model(f"hf:{folder}", normalize=False),
+        finetuner.load(finetuner.save(model, tmp_path / "a")),
+    ):
+        tower = reloaded.tower()
+        assert all(single_eos(row, eos) for row in tower._token_ids(TEXTS))  # EOS once, whoever adds it
+        np.testing.assert_allclose(finetuner.encode(reloaded, TEXTS, precision="fp32"), ours, atol=1e-5)
+    assert not finetuner.build_model(f"hf:{folder}").tower().append_eos  # the export's tokenizer adds it
+
+
+def test_a_tokenizer_that_appends_eos_keeps_its_bos_and_survives_save_and_load(tmp_path):
+    """Llama style: a post-processor that adds BOS, no pad token."""
+    from transformers import AutoTokenizer, LlamaTokenizer
+
+    from finetuner_text.eos import save_appending_eos
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{char: number + 3 for number, char in enumerate("▁abcdefghijklmnopqrstuvwxyz")}}
+    LlamaTokenizer(vocab=vocab, merges=[], add_bos_token=True).save_pretrained(tmp_path / "llama")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "llama")
+    plain = tokenizer("ab cd")["input_ids"]
+    assert plain[0] == 1 and plain[-1] != 2
+
+    def ours(texts: list[str]) -> list[list[int]]:
+        return [[*row[:7], 2] for row in tokenizer(texts, truncation=True, max_length=8)["input_ids"]]
+
+    save_appending_eos(tokenizer, tmp_path / "out", max_length=8, token_ids=ours)
+    saved = AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert saved("ab cd")["input_ids"] == [*plain, 2]  # BOS kept, EOS appended
+    assert saved("abcdefghij", truncation=True, max_length=8)["input_ids"] == ours(["abcdefghij"])[0]
+    assert tokenizer("ab cd")["input_ids"] == plain  # the tower's own tokenizer is left as it was
+    assert not finetuner_text.hf.needs_eos(saved)
+
+
+def test_a_tokenizer_that_cannot_append_eos_refuses_the_export(qwen_folder, tmp_path, monkeypatch):
+    from finetuner_text import eos
+
+    model = finetuner.build_model(f"hf:{qwen_folder}", pooling="last")
+    monkeypatch.setattr(eos, "with_eos", lambda tokenizer: tokenizer)  # as if the post-processor got lost
+    with pytest.raises(finetuner.ExportError, match="EOS"):
+        finetuner.export_sentence_transformers(model, tmp_path / "st")
+    assert not (tmp_path / "st").exists()
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_eos(qwen_folder, tmp_path):
+    folder = write_qwen(tmp_path / "nopad", pad_token=None)
+    tower = finetuner_text.build_hf(folder, pooling="last")
+    assert tower.tokenizer.pad_token_id == tower.tokenizer.eos_token_id
+    features = tower.preprocess(TEXTS)
+    padded = features["input_ids"][features["attention_mask"] == 0]
+    assert len(padded) and (padded == tower.tokenizer.eos_token_id).all()
+    with_pad = finetuner.build_model(f"hf:{qwen_folder}", pooling="last")
+    without_pad = finetuner.build_model(f"hf:{folder}", pooling="last")
+    np.testing.assert_allclose(
+        finetuner.encode(without_pad, TEXTS, precision="fp32"), finetuner.encode(with_pad, TEXTS, precision="fp32"), atol=1e-6
+    )
+
+
+def test_a_tokenizer_without_pad_or_eos_token_is_refused_naming_the_model(tmp_path):
+    folder = write_qwen(tmp_path / "bare", pad_token=None, eos_token=None)
+    with pytest.raises(finetuner.FinetunerError, match=f"{folder}.*neither a pad token nor an EOS token"):
+        finetuner_text.build_hf(folder)
+
+
+def test_cls_takes_the_first_real_token_under_left_and_right_padding(qwen_folder):
+    hidden = torch.arange(2 * 4 * 1, dtype=torch.float32).reshape(2, 4, 1)
+    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert pool_tokens(hidden, right, "cls")[:, 0].tolist() == [0.0, 4.0]
+    assert pool_tokens(hidden, left, "cls")[:, 0].tolist() == [2.0, 4.0]
+    tower = finetuner_text.build_hf(qwen_folder, pooling="cls").eval()
+    with torch.no_grad():
+        expected = [
+            tower.encoder(input_ids=torch.tensor([tower.tokenizer(t)["input_ids"]])).last_hidden_state[0, 0] for t in TEXTS
+        ]
+        for side in ("right", "left"):
+            tower.tokenizer.padding_side = side
+            np.testing.assert_allclose(tower(tower.preprocess(TEXTS)).numpy(), torch.stack(expected).numpy(), atol=1e-5)

@@ -13,14 +13,15 @@ TOKEN_POOLINGS = ("mean", "cls", "max", "last")
 def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
     """Pool ``[N, T, D]`` token states into ``[N, D]``, ignoring padded positions.
 
-    ``"last"`` takes each row's last token whose mask is set, so left and right padding give the same result.
+    ``"cls"`` takes each row's first token whose mask is set and ``"last"`` its last one, so left and right
+    padding give the same result.
     """
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
     if mode == "cls":
-        return hidden[:, 0]
+        return hidden[rows, attention_mask.argmax(dim=1)]  # argmax: the first set position
     if mode == "last":
         positions = torch.arange(hidden.shape[1], device=hidden.device)
-        last = (attention_mask.to(positions.dtype) * positions).argmax(dim=1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return hidden[rows, (attention_mask.to(positions.dtype) * positions).argmax(dim=1)]
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     if mode == "mean":
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

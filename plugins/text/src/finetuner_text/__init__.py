@@ -29,8 +29,9 @@ def build_hf(
     """Build a text tower from a Hugging Face model id or a local folder.
 
     ``pretrained=True`` loads its weights; ``False`` gives random weights (the config and
-    tokenizer files are still read). ``pooling`` is ``"mean"``, ``"cls"`` or ``"max"`` (default:
-    the folder's sentence-transformers ``1_Pooling/config.json``, else mean); ``max_length`` caps
+    tokenizer files are still read). ``pooling`` is ``"mean"``, ``"cls"``, ``"max"`` or ``"last"``
+    (the last token's state, EOS appended where the tokenizer does not add it: decoder embedders;
+    default: the folder's sentence-transformers ``1_Pooling/config.json``, else mean); ``max_length`` caps
     tokens per text (default: its ``sentence_bert_config.json``, else 256). ``local_dir``, a
     folder the tower's ``save_files`` wrote, replaces ``path_or_id`` as the source of all files
     (``finetuner.load`` passes it with ``pretrained=False``). Offline, a model that is neither a

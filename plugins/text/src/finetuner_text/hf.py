@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from finetuner import DataError
+from finetuner import DataError, FinetunerError
 from finetuner.models import TokenPooling, Tower
 from finetuner_text import st_modules
+from finetuner_text.eos import needs_eos, save_appending_eos
 from finetuner_text.sources import embedding_dim, local_folder, not_available, read_json
 from finetuner_text.st_layout import POOLING_FLAGS, POOLING_PATH, ST_MODEL_FILE, read_layout
 
@@ -29,6 +31,8 @@ ST_CONFIG_FILE = "sentence_bert_config.json"
 # each new shape (slow for each new one: bench/runs/gpu-h100-2026-11-27) and so starves the GPU here.
 VARYING_LENGTH_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 SORT_WINDOW_BATCHES = 64  # inference batches tokenized and sorted by length together
+
+logger = logging.getLogger("finetuner")
 
 
 def _check_strings(items: Sequence[Any], first: int = 0) -> None:
@@ -61,7 +65,7 @@ class HFTextTower(Tower):
     ) -> None:
         super().__init__()
         self.encoder = encoder
-        self.tokenizer = tokenizer
+        self.tokenizer = with_pad_token(tokenizer)
         self.pooling = TokenPooling(pooling)
         self.max_length = max_length
         self.append_eos = pooling == "last" and needs_eos(tokenizer)
@@ -153,7 +157,10 @@ class HFTextTower(Tower):
         return dict(self.encoder.state_dict())
 
     def _write(self, directory: Path, weights: bool) -> None:
-        self.tokenizer.save_pretrained(directory)
+        if weights and self.append_eos:  # an export: its tokenizer appends EOS itself, for libraries that load it
+            save_appending_eos(self.tokenizer, directory, self.max_length, self._token_ids)
+        else:
+            self.tokenizer.save_pretrained(directory)
         self.encoder.config.save_pretrained(directory)
         flags = {flag: mode == self.pooling.mode for flag, mode in POOLING_FLAGS.items()}
         (directory / POOLING_FILE).parent.mkdir(parents=True, exist_ok=True)
@@ -198,14 +205,20 @@ def build_tower(source: str, pretrained: bool = True, pooling: str | None = None
     return tower
 
 
-def needs_eos(tokenizer: PreTrainedTokenizerBase) -> bool:
-    """Whether last-token pooling appends EOS to every text: the tokenizer has an EOS token but does not add it itself.
+def with_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """``tokenizer``, padding with its EOS token where it has no pad token (Llama, Mistral); the mask hides either.
 
-    Decoder embedders (Qwen3-Embedding, gte-Qwen2, e5-mistral) are trained to embed the EOS token's state;
-    encoder tokenizers either have no EOS token (BERT) or end every text with it already (RoBERTa, T5).
+    One with neither raises :class:`finetuner.FinetunerError` naming the model.
     """
-    eos = tokenizer.eos_token_id
-    return eos is not None and tokenizer("a", return_attention_mask=False)["input_ids"][-1:] != [eos]
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise FinetunerError(
+                f"the tokenizer of {tokenizer.name_or_path} has neither a pad token nor an EOS token to pad batches with; "
+                "give it a pad token (tokenizer.pad_token = ...) and save it with the model"
+            )
+        logger.debug("the tokenizer of %s has no pad token: padding with its EOS token", tokenizer.name_or_path)
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def without_pooler(encoder: PreTrainedModel) -> PreTrainedModel:
