@@ -34,6 +34,8 @@ def test_pretrained_weights_come_from_the_package_folder_offline(empty_cache):
     saved = load_file(gt_minilm.get_model_path() / "model.safetensors")
     key = next(k for k in saved if k.endswith("word_embeddings.weight"))
     assert torch.equal(tower.encoder.embeddings.word_embeddings.weight, saved[key])
+    assert tower.base_model == "sentence-transformers/all-MiniLM-L6-v2"  # model cards name it
+    assert finetuner.build_model("all-MiniLM-L6-v2", pretrained=False).tower().base_model is None
 
 
 def test_saved_model_loads_back_through_the_example_builder(tmp_path):

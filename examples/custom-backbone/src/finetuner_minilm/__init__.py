@@ -16,7 +16,10 @@ def build(pretrained: bool = True, local_dir: str | None = None, **options: Any)
 
     from finetuner_text import build_hf
 
-    return build_hf(get_model_path(), pretrained=pretrained, local_dir=local_dir, **options)
+    tower = build_hf(get_model_path(), pretrained=pretrained, local_dir=local_dir, **options)
+    if pretrained:  # the Hub id of these weights, which model cards name
+        tower.base_model = "sentence-transformers/all-MiniLM-L6-v2"
+    return tower
 
 
 @finetuner.hookimpl
