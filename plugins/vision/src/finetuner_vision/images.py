@@ -110,9 +110,9 @@ def _tensor_to_chw(tensor: torch.Tensor, index: int) -> torch.Tensor:
 
 def _in_unit_range(pixels: torch.Tensor, index: int, what: str) -> torch.Tensor:
     """``pixels`` when every value is in [0, 1]; DataError naming the item otherwise (NaN included)."""
-    if bool(pixels.isnan().any()):
+    low, high = (float(v) for v in torch.aminmax(pixels))  # one pass; NaN anywhere makes both NaN
+    if math.isnan(low) or math.isnan(high):
         raise DataError(f"item {index}: {what} has NaN pixels")
-    low, high = float(pixels.min()), float(pixels.max())
     if low < 0 or high > 1:
         raise DataError(
             f"item {index}: {what} has values in [{low:.4g}, {high:.4g}], outside [0, 1]; "
