@@ -38,7 +38,10 @@ def worker() -> None:
     torch.manual_seed(0)
     words = "search embedding model tower image text query document train batch loss".split()
     rng = torch.Generator().manual_seed(0)
-    texts = [" ".join(words[int(i)] for i in torch.randint(len(words), (int(n),), generator=rng)) for n in torch.randint(5, 60, (512,), generator=rng)]
+    texts = [
+        " ".join(words[int(i)] for i in torch.randint(len(words), (int(n),), generator=rng))
+        for n in torch.randint(5, 60, (512,), generator=rng)
+    ]
     images = [torch.rand(3, 224, 224, generator=rng) for _ in range(32)]
     models = {
         "text_auto": (finetuner.build_model(f"hf:{get_model_path()}"), texts, 64),
@@ -47,7 +50,9 @@ def worker() -> None:
         "clip_auto": (finetuner.build_model("openai/clip-vit-base-patch32", pretrained=False), images[:16] + texts[:64], 16),
     }
 
-    features = {name: models[name][0].towers["image"].preprocess(images[:8]) for name in ("resnet50_auto", "efficientnet_b0_auto")}
+    features = {
+        name: models[name][0].towers["image"].preprocess(images[:8]) for name in ("resnet50_auto", "efficientnet_b0_auto")
+    }
 
     def run(name: str) -> None:
         if name == "resnet50_preprocess":
@@ -74,7 +79,9 @@ def worker() -> None:
 def start(tree: Path) -> subprocess.Popen:
     paths = [tree / "core/src"] + sorted(tree.glob("plugins/*/src"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, paths)), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    process = subprocess.Popen([sys.executable, __file__, "--worker"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--worker"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert process.stdout.readline().strip() == "ready"
     return process
 
@@ -110,7 +117,9 @@ def main() -> None:
         at, bt = times["A", name], times["B", name]
         by_wall = statistics.median(x[0] / y[0] for x, y in zip(at, bt))
         by_cpu = statistics.median(x[1] / y[1] for x, y in zip(at, bt))
-        print(f"| {name} | {statistics.median(x[0] for x in at):.2f} | {statistics.median(y[0] for y in bt):.2f} | {by_wall:.3f} | {by_cpu:.3f} |")
+        print(
+            f"| {name} | {statistics.median(x[0] for x in at):.2f} | {statistics.median(y[0] for y in bt):.2f} | {by_wall:.3f} | {by_cpu:.3f} |"
+        )
 
 
 if __name__ == "__main__":
