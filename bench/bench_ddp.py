@@ -23,16 +23,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchkit import MINILM as MODEL
+from benchkit import data_root, mnrl_steps
 
 HERE = Path(__file__).resolve()
-DATA = Path(os.environ.get("FINETUNER_DATA", HERE.parents[2] / "shared" / "data"))
-STSB_TRAIN = DATA / "stsb" / "train.csv"
-MODEL = "all-MiniLM-L6-v2"
+STSB_TRAIN = data_root() / "stsb" / "train.csv"
 GLOBAL_BATCH = 32
 SCALE = 20.0
 PROCESSES = 2  # and threads of the single process: the same cores either way
@@ -47,43 +44,22 @@ def pairs(count: int) -> tuple[list[str], list[str]]:
 
 def train(out: Path, batch_size: int, steps: int, precision: str, max_length: int) -> None:
     """One fit() for ``steps`` steps (on every rank under torchrun); rank 0 writes each step's end time to ``out``."""
-    import finetuner
-    from finetuner.data import PairData
-    from finetuner.training.callbacks import Callback
-
-    class Clock(Callback):
-        def __init__(self) -> None:
-            self.ends: list[float] = []
-
-        def on_step_end(self, state) -> None:
-            self.ends.append(time.perf_counter())
-            if state.step >= steps:
-                state.stop = True
-
-    clock = Clock()
     queries, documents = pairs(int(steps * GLOBAL_BATCH * 1.2) + GLOBAL_BATCH)  # a margin for batches without repeats
-    finetuner.fit(
-        finetuner.build_model(MODEL, max_length=max_length),
-        PairData(queries, documents),
-        loss="MultipleNegativesRankingLoss",
-        loss_options={"scale": SCALE},
-        batch_size=batch_size,
-        epochs=1,
-        seed=0,
-        precision=precision,
-        device="cpu",
-        output_dir=None,
-        verbose=False,
-        callbacks=[clock],
+    clock = mnrl_steps(
+        queries, documents, steps, batch_size=batch_size, max_length=max_length, scale=SCALE, seed=0, precision=precision
     )
     if int(os.environ.get("RANK", "0")) == 0:
-        out.write_text(json.dumps(clock.ends))
+        out.write_text(json.dumps([wall for wall, _ in clock.steps]))
 
 
-def rate(processes: int, warmup: int, steps: int, precision: str, max_length: int) -> float:
-    """Pairs/s of ``processes`` gloo processes x ``PROCESSES // processes`` threads, each a fresh launch."""
+def rate(processes: int, warmup: int, steps: int, precision: str, max_length: int, here: bool = False) -> float:
+    """Pairs/s of ``processes`` gloo processes x ``PROCESSES // processes`` threads, each a fresh launch
+    (``here``: one process, this one, as it is; quick runs save a launch that way)."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "ends.json"
+        if here:
+            train(out, GLOBAL_BATCH, warmup + steps, precision, max_length)
+            return _pairs_per_s(json.loads(out.read_text()), warmup, steps)
         worker = [str(HERE), "--worker", str(out), "--batch-size", str(GLOBAL_BATCH // processes), "--steps", str(warmup + steps)]
         worker += ["--precision", precision, "--max-length", str(max_length)]
         launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
@@ -92,7 +68,10 @@ def rate(processes: int, warmup: int, steps: int, precision: str, max_length: in
         if done.returncode != 0:  # a rank's own traceback, before torchrun's
             failure = done.stderr[done.stderr.find("Traceback") :] if "Traceback" in done.stderr else done.stderr
             raise RuntimeError(f"{processes} process(es) exited with {done.returncode}: {failure.strip()[:3000]}")
-        ends = json.loads(out.read_text())
+        return _pairs_per_s(json.loads(out.read_text()), warmup, steps)
+
+
+def _pairs_per_s(ends: list[float], warmup: int, steps: int) -> float:
     return GLOBAL_BATCH * steps / (ends[warmup + steps - 1] - ends[warmup - 1])
 
 
@@ -106,7 +85,7 @@ def run(quick: bool = False) -> list[dict]:
         rates: dict[int, list[float]] = {PROCESSES: [], 1: []}
         for round_ in range(rounds):
             for processes in (PROCESSES, 1) if round_ % 2 == 0 else (1, PROCESSES):
-                rates[processes].append(rate(processes, warmup, steps, precision, max_length))
+                rates[processes].append(rate(processes, warmup, steps, precision, max_length, here=quick and processes == 1))
         ddp, single = statistics.median(rates[PROCESSES]), statistics.median(rates[1])
         rows.append(
             {
@@ -119,7 +98,8 @@ def run(quick: bool = False) -> list[dict]:
                 "target": "reported",
                 "notes": f"steps {warmup + 1}-{warmup + steps}, max length {max_length}, median of {rounds} alternating "
                 f"rounds (DDP {', '.join(f'{r:.1f}' for r in rates[PROCESSES])}; single {', '.join(f'{r:.1f}' for r in rates[1])}); "
-                f"load {os.getloadavg()[0]:.1f} at the end",
+                f"load {os.getloadavg()[0]:.1f} at the end"
+                + (" (quick: the single process is the caller's own; figures mean nothing)" if quick else ""),
             }
         )
     return rows

@@ -2,7 +2,8 @@
 
     python bench/bench_gpu.py              # on a machine with a CUDA GPU: one JSON line per figure as it comes, then a table
     python bench/bench_gpu.py --quick      # the same on the GPU at tiny sizes (what `bench/run.py --quick` runs there)
-    python bench/bench_gpu.py --cpu-smoke  # the same code on CPU at tiny sizes, so the script cannot rot (the tests run it)
+    python bench/bench_gpu.py --cpu-smoke  # the same code on CPU at tiny sizes (compile=True on dynamo's eager backend),
+                                           # so the script cannot rot (the tests run it)
 
 `python bench/run.py` runs it too, in a process of its own, and records a SKIPPED row where there is no CUDA GPU.
 
@@ -429,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     stop_after(float(os.environ.get("GPU_BENCH_TIMEOUT", "480")))
     if args.cpu_smoke:
-        bench = Bench(torch.device("cpu"), TINY, " (cpu smoke: figures mean nothing)")
+        # compiling C++ kernels takes minutes on a CPU: dynamo still captures every graph, its eager backend runs them
+        torch.compiler.set_stance("default", force_backend="eager")
+        bench = Bench(torch.device("cpu"), TINY, " (cpu smoke: compile=True on dynamo's eager backend; figures mean nothing)")
     else:
         bench = Bench(torch.device("cuda"), TINY if args.quick else FULL, " (quick: figures mean nothing)" if args.quick else "")
     print("\n" + table(measure(bench)))

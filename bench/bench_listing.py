@@ -25,7 +25,7 @@ def _seconds(command: list[str]) -> float:
 
 
 def run(quick: bool = False) -> list[dict]:
-    repeats = 2 if quick else 9
+    repeats = 1 if quick else 9
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
     for _ in range(repeats):
         for name, command in COMMANDS.items():

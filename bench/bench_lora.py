@@ -18,7 +18,6 @@ peak memory lower.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import resource
@@ -29,24 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchkit import MINILM as MODEL
+from benchkit import sibling
 
-HERE = Path(__file__).resolve().parent
-MODEL = "all-MiniLM-L6-v2"
 SEEDS = (0, 1, 2)
 WAYS = ("lora", "full")
 DATASETS = ("cisi", "stsb")
 QUALITY = {"cisi": "ndcg@10", "stsb": "spearman"}
 FILES = {"cisi": ("CISI.ALL", "CISI.QRY", "CISI.REL"), "stsb": ("train.csv", "dev.csv")}
-
-
-def sibling(name: str) -> Any:
-    """The benchmark module ``bench/<name>.py`` (its readers, splits and recipe)."""
-    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def task(dataset: str, quick: bool) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:

@@ -37,21 +37,17 @@ The full run trains 2 data sets x 5 recipes x 3 seeds: hours on a CPU.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchkit import MINILM as MODEL
+from benchkit import StepClock, data_root
 
-HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("FINETUNER_DATA", HERE.parents[1] / "shared" / "data"))
-MODEL = "all-MiniLM-L6-v2"
+DATA = data_root()
 MAX_LENGTH = 128
 SEEDS = (0, 1, 2)
 TRAINING = {"epochs": 1, "learning_rate": 2e-5}
@@ -74,9 +70,7 @@ QUICK_STEP = {"memory_batch": 16, "memory_length": 32, "speed_batch": 8, "mini_b
 # -- data ------------------------------------------------------------------------------------------
 def cisi(quick: bool) -> tuple[Any, Any, list[str]]:
     """(train pairs, test RetrievalData, corpus) on bench_quality_cisi's split."""
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
-    from bench_quality_cisi import read_cisi, split_queries
+    from bench_quality_cisi import quick_cut, read_cisi, split_queries
 
     from finetuner.data import PairData, RetrievalData
 
@@ -85,8 +79,7 @@ def cisi(quick: bool) -> tuple[Any, Any, list[str]]:
     per_query = None
     if quick:
         train_ids, test_ids, per_query = train_ids[: QUICK["queries"]], test_ids[: QUICK["queries"]], QUICK["pairs_per_query"]
-        wanted = {d for q in (*train_ids, *test_ids) for d in qrels[q]} | set(list(documents)[: QUICK["corpus"]])
-        documents = {d: text for d, text in documents.items() if d in wanted}
+        documents, qrels = quick_cut(documents, qrels, [*train_ids, *test_ids], per_query, QUICK["corpus"])
     pairs = [(queries[q], documents[d]) for q in train_ids for d in sorted(qrels[q], key=int)[:per_query]]
     train = PairData([q for q, _ in pairs], [d for _, d in pairs], source="CISI train queries")
     test = RetrievalData({q: queries[q] for q in test_ids}, documents, {q: qrels[q] for q in test_ids}, source="CISI test")
@@ -231,11 +224,12 @@ def quality_rows(name: str, reader: Any, quick: bool) -> list[dict[str, Any]]:
     )
     data = {"train": train, "mined": finetuner.load_data(rows), "test": test, "corpus": corpus, "max_length": max_length}
     seeds = SEEDS[:1] if quick else SEEDS
-    scores: dict[str, list[dict[str, float]]] = {key: [] for key in (*RECIPES, "peer")}
+    recipes = {key: RECIPES[key] for key in ("a", "d")} if quick else RECIPES  # quick: the two the rows compare
+    scores: dict[str, list[dict[str, float]]] = {key: [] for key in (*recipes, "peer")}
     batches: dict[str, int] = {}
     skipped = None
     for seed in seeds:
-        for key, recipe in RECIPES.items():
+        for key, recipe in recipes.items():
             result, batches[key] = ours(data, recipe, seed, quick)
             scores[key].append(result)
         result = peer(data, seed, quick)
@@ -252,7 +246,7 @@ def quality_rows(name: str, reader: Any, quick: bool) -> list[dict[str, Any]]:
     for metric in METRICS:
         mean = {k: round(statistics.fmean(s[metric] for s in v), 4) for k, v in scores.items() if v}
         spread = {k: round(max(s[metric] for s in v) - min(s[metric] for s in v), 4) for k, v in scores.items() if v}
-        per_recipe = "; ".join(f"({k}) {mean[k]:.4f} ± {spread[k]:.4f}" for k in RECIPES)
+        per_recipe = "; ".join(f"({k}) {mean[k]:.4f} ± {spread[k]:.4f}" for k in recipes)
         out.append(
             {
                 "benchmark": f"{name} {metric}: (d) mined negatives + CachedMNRL vs (a) plain MNRL b32",
@@ -315,7 +309,10 @@ def memory_rows(quick: bool) -> list[dict[str, Any]]:
     sizes = QUICK_STEP if quick else STEP
     results = {}
     for loss in ("MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss"):
-        command = [sys.executable, __file__, "--memory", loss, *(["--quick"] if quick else [])]
+        if quick:  # a process of its own only matters for the figure, which a quick run does not give
+            results[loss] = step_memory(loss, quick)
+            continue
+        command = [sys.executable, __file__, "--memory", loss]
         done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=3600)
         results[loss] = json.loads(done.stdout.strip().splitlines()[-1])
     plain, cached = results["MultipleNegativesRankingLoss"]["step"], results["CachedMultipleNegativesRankingLoss"]["step"]
@@ -327,35 +324,29 @@ def memory_rows(quick: bool) -> list[dict[str, Any]]:
             "unit": "MiB over the model",
             "ratio": round(cached / plain, 3) if plain > 0 else None,
             "target": "<= 0.333",
-            "notes": f"a fresh process each; fp32; CISI abstracts at {sizes['memory_length']} tokens; "
-            f"{json.dumps(results)}" + (" (quick: figures mean nothing)" if quick else ""),
+            "notes": f"{'this process' if quick else 'a fresh process each'}; fp32; CISI abstracts at {sizes['memory_length']} "
+            f"tokens; {json.dumps(results)}" + (" (quick: figures mean nothing)" if quick else ""),
         }
     ]
 
 
 def speed_rows(quick: bool) -> list[dict[str, Any]]:
     import finetuner
-    from finetuner.training.callbacks import Callback
-
-    class Clock(Callback):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-
-        def on_step_end(self, state: Any) -> None:
-            self.times.append(time.perf_counter())
 
     sizes = QUICK_STEP if quick else STEP
     batch = sizes["speed_batch"]
     pairs = step_pairs(batch * sizes["speed_steps"])
     rates = {}
     for loss in ("MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss"):
-        clock = Clock()
+        clock = StepClock()
         cached = {"mini_batch_size": sizes["mini_batch"]} if loss.startswith("Cached") else {}
         model = finetuner.build_model(MODEL, max_length=QUICK["max_length"] if quick else MAX_LENGTH)
         finetuner.fit(
             model, pairs, loss=loss, batch_size=batch, output_dir=None, device="cpu", verbose=False, callbacks=[clock], **cached
         )
-        rates[loss] = batch * (len(clock.times) - 1) / (clock.times[-1] - clock.times[0])  # the first step warms up, untimed
+        rates[loss] = (
+            batch * (len(clock.steps) - 1) / (clock.steps[-1][0] - clock.steps[0][0])
+        )  # the first step warms up, untimed
     plain, cached_rate = rates["MultipleNegativesRankingLoss"], rates["CachedMultipleNegativesRankingLoss"]
     return [
         {

@@ -12,19 +12,15 @@ scores) per backend, skipped with a note when ../shared/data/stsb is absent.
 from __future__ import annotations
 
 import csv
-import importlib.util
-import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchkit import data_root, row, sibling
 
-HERE = Path(__file__).resolve().parent
-STSB_DEV = Path(os.environ.get("FINETUNER_DATA", HERE.parents[1] / "shared" / "data")) / "stsb" / "dev.csv"
+STSB_DEV = data_root() / "stsb" / "dev.csv"
 BATCH_SIZE = 64
 # label -> finetuner.encode options
 BACKENDS = {
@@ -37,10 +33,7 @@ BACKENDS = {
 
 def sentences(count: int) -> list[str]:
     """bench_text.py's deterministic sentences, so both benchmarks embed the same text."""
-    spec = importlib.util.spec_from_file_location("bench_text", HERE / "bench_text.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.sentences(count)
+    return sibling("bench_text").sentences(count)
 
 
 def stsb_spearman(encode: Callable[[list[str]], object], limit: int | None = None) -> float | None:
@@ -98,10 +91,14 @@ def run(quick: bool = False) -> list[dict]:
             spearman[label] = stsb_spearman(encode, limit=50 if quick else None)
     threads = torch.get_num_threads()
     notes = f"{len(texts)} sentences of 5-60 words, batch {BATCH_SIZE}, {threads} threads, one run; export + int8 took {export_seconds:.0f} s"
+    speed = (
+        ("onnxruntime int8", "torch fp32", ">= 2.0"),
+        ("onnxruntime int8", "torch auto", "-"),
+        ("onnxruntime fp32", "torch fp32", "-"),
+    )
     rows = [
-        _row("all-MiniLM-L6-v2 encode: onnxruntime int8 vs torch fp32", rate, "onnxruntime int8", "torch fp32", ">= 2.0", notes),
-        _row("all-MiniLM-L6-v2 encode: onnxruntime int8 vs torch auto", rate, "onnxruntime int8", "torch auto", "-", notes),
-        _row("all-MiniLM-L6-v2 encode: onnxruntime fp32 vs torch fp32", rate, "onnxruntime fp32", "torch fp32", "-", notes),
+        row(f"all-MiniLM-L6-v2 encode: {ours} vs {peer}", rate[ours], rate[peer], "sent/s", target, notes)
+        for ours, peer, target in speed
     ]
     if spearman["torch fp32"] is None:
         rows.append({"benchmark": "STSb dev Spearman per backend", "notes": f"SKIPPED: {STSB_DEV} is absent"})
@@ -109,32 +106,14 @@ def run(quick: bool = False) -> list[dict]:
     pairs = "first 50 dev pairs" if quick else "1,500 dev pairs"
     for label in ("onnxruntime int8", "onnxruntime fp32", "torch auto"):
         ours, peer = spearman[label], spearman["torch fp32"]
+        target = "loss <= 0.01" if label == "onnxruntime int8" else "-"
+        change = f"{pairs}; change {ours - peer:+.4f}"
         rows.append(
-            {
-                "benchmark": f"STSb dev Spearman: {label} vs torch fp32",
-                "ours": round(ours, 4),
-                "peer": round(peer, 4),
-                "unit": "spearman",
-                "ratio": round(ours / peer, 4),
-                "target": "loss <= 0.01" if label == "onnxruntime int8" else "-",
-                "notes": f"{pairs}; change {ours - peer:+.4f}",
-            }
+            row(f"STSb dev Spearman: {label} vs torch fp32", ours, peer, "spearman", target, change, digits=4, ratio_digits=4)
         )
     return rows
 
 
-def _row(name: str, rate: dict[str, float], ours: str, peer: str, target: str, notes: str) -> dict:
-    return {
-        "benchmark": name,
-        "ours": round(rate[ours], 1),
-        "peer": round(rate[peer], 1),
-        "unit": "sent/s",
-        "ratio": round(rate[ours] / rate[peer], 3),
-        "target": target,
-        "notes": notes,
-    }
-
-
 if __name__ == "__main__":
-    for row in run(quick="--quick" in sys.argv[1:]):
-        print(row)
+    for result in run(quick="--quick" in sys.argv[1:]):
+        print(result)

@@ -12,7 +12,6 @@ tokens (most abstracts fit in 256, but 128 makes the run about 3 times cheaper).
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import sys
@@ -20,17 +19,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchkit import MINILM as MODEL
+from benchkit import data_root, row
 
-DATA = Path(os.environ.get("FINETUNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "cisi"
-MODEL = "all-MiniLM-L6-v2"
+DATA = data_root() / "cisi"
 SEED = 0
 RECIPE = {"epochs": 2, "batch_size": 16, "learning_rate": 2e-5, "loss": "MultipleNegativesRankingLoss", "seed": SEED}
 METRICS = ("ndcg@10", "map@100", "recall@100")
 MARKER = re.compile(r"^\.([A-Z])(?:\s+(.*))?$")
 MAX_LENGTH = 128  # tokens per text
-QUICK = {"queries": 8, "pairs_per_query": 4, "batch_size": 8, "corpus": 100, "max_length": 64}
+QUICK = {"queries": 8, "pairs_per_query": 4, "batch_size": 8, "corpus": 40, "max_length": 64}
 
 
 def read_smart(path: Path) -> dict[str, dict[str, str]]:
@@ -88,6 +86,16 @@ def split_queries(qrels: dict[str, dict[str, int]], seed: int = SEED) -> tuple[l
     return sorted(judged[:half], key=int), sorted(judged[half:], key=int)
 
 
+def quick_cut(
+    documents: dict[str, str], qrels: dict[str, dict[str, int]], query_ids: list[str], per_query: int, extra: int
+) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Quick sizes: the first ``per_query`` relevant documents of each of ``query_ids`` and the first ``extra`` of the
+    collection, and those queries' judgments within them."""
+    wanted = {d for q in query_ids for d in sorted(qrels[q], key=int)[:per_query]} | set(list(documents)[:extra])
+    kept = {d: text for d, text in documents.items() if d in wanted}
+    return kept, {q: {d: g for d, g in qrels[q].items() if d in kept} for q in query_ids}
+
+
 def available() -> bool:
     return all((DATA / name).is_file() for name in ("CISI.ALL", "CISI.QRY", "CISI.REL"))
 
@@ -108,8 +116,7 @@ def splits(quick: bool = False) -> tuple[Any, Any, dict[str, Any], dict[str, Any
         )
     pairs = [(queries[q], documents[d]) for q in train_ids for d in sorted(qrels[q], key=int)[:per_query]]
     if quick:
-        wanted = {d for q in test_ids for d in qrels[q]} | set(list(documents)[: QUICK["corpus"]])
-        documents = {d: text for d, text in documents.items() if d in wanted}
+        documents, qrels = quick_cut(documents, qrels, test_ids, per_query, QUICK["corpus"])
     train = PairData([q for q, _ in pairs], [d for _, d in pairs], source="CISI train queries")
     test = RetrievalData(
         {q: queries[q] for q in test_ids}, documents, {q: qrels[q] for q in test_ids}, source="CISI test queries"
@@ -140,20 +147,10 @@ def run(quick: bool = False) -> list[dict]:
     )
     if quick:
         notes += " (quick: figures mean nothing)"
-    return [
-        {
-            "benchmark": f"CISI {metric}: fine-tuned vs zero-shot all-MiniLM-L6-v2",
-            "ours": round(after[metric], 4),
-            "peer": round(before[metric], 4),
-            "unit": metric,
-            "ratio": round(after[metric] / before[metric], 3) if before[metric] else None,
-            "target": "> 1.0",
-            "notes": notes,
-        }
-        for metric in METRICS
-    ]
+    name = "CISI {}: fine-tuned vs zero-shot all-MiniLM-L6-v2"
+    return [row(name.format(metric), after[metric], before[metric], metric, "> 1.0", notes, digits=4) for metric in METRICS]
 
 
 if __name__ == "__main__":
-    for row in run(quick="--quick" in sys.argv[1:]):
-        print(row)
+    for result in run(quick="--quick" in sys.argv[1:]):
+        print(result)

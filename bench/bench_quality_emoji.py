@@ -23,17 +23,14 @@ training signal, not a zero-shot claim. ``--quick`` trains the SigLIP-style mode
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchkit import data_root
 
-HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("FINETUNER_DATA", HERE.parent.parent / "shared" / "data")) / "noto_emoji"
+DATA = data_root() / "noto_emoji"
 MODEL = "all-MiniLM-L6-v2+timm/resnet18"
 IMAGE_SIZE = 64
 OUTPUT_DIM = 128
@@ -114,13 +111,10 @@ def run(quick: bool = False) -> list[dict]:
     if not (DATA / "emoji_metadata.csv").is_file():
         return [{"benchmark": "Noto emoji text-to-image quality", "notes": f"SKIPPED: {DATA / 'emoji_metadata.csv'} not found"}]
     import torch
+    from bench_quality_omniglot import Stopwatch  # the sibling benchmark's training timer
 
     import finetuner
     from finetuner.data import PairData
-
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
-    from bench_quality_omniglot import Stopwatch  # the sibling benchmark's training timer
 
     train, test = split(read_emoji(), QUICK["held_out"] if quick else HELD_OUT)
     recipe = dict(RECIPE)

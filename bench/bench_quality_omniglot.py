@@ -17,15 +17,15 @@ of the seeds.
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import time
-from pathlib import Path
+
+from benchkit import data_root, row
 
 from finetuner.training.callbacks import Callback, TrainState
 
-DATA = Path(os.environ.get("FINETUNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "omniglot"
+DATA = data_root() / "omniglot"
 MODEL = "timm/resnet18"
 IMAGE_SIZE = 48
 OUTPUT_DIM = 128
@@ -117,18 +117,8 @@ def run(quick: bool = False) -> list[dict]:
     )
     if quick:
         notes += " (quick: figures mean nothing)"
-    rows = [
-        {
-            "benchmark": f"Omniglot unseen characters {metric}: trained vs random init",
-            "ours": round(after[metric], 4),
-            "peer": round(before[metric], 4),
-            "unit": metric,
-            "ratio": round(after[metric] / before[metric], 3) if before[metric] else None,
-            "target": "> 1.0",
-            "notes": notes,
-        }
-        for metric in METRICS
-    ]
+    name = "Omniglot unseen characters {}: trained vs random init"
+    rows = [row(name.format(metric), after[metric], before[metric], metric, "> 1.0", notes, digits=4) for metric in METRICS]
     rows.append(
         {
             "benchmark": f"Omniglot training throughput ({MODEL} at {IMAGE_SIZE} px, precision auto)",
@@ -166,5 +156,5 @@ def augmentation_row(map_at_r: dict[tuple[int, bool], float], seeds: tuple[int, 
 
 
 if __name__ == "__main__":
-    for row in run(quick="--quick" in sys.argv[1:]):
-        print(row)
+    for result in run(quick="--quick" in sys.argv[1:]):
+        print(result)

@@ -21,16 +21,13 @@ Training speed is bench_training.py's subject; the notes only give each run's wa
 from __future__ import annotations
 
 import math
-import os
 import random
 import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchkit import data_root, row
 
-DATA = Path(os.environ.get("FINETUNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "stsb"
+DATA = data_root() / "stsb"
 MODEL = "all-MiniLM-L6-v2"
 RECIPE = {"epochs": 1, "batch_size": 16, "learning_rate": 2e-5}
 SEEDS = (0, 1, 2, 3, 4)
@@ -158,21 +155,11 @@ def run(quick: bool = False) -> list[dict]:
             notes,
         ),
     ]
-    results = [
-        {
-            "benchmark": name,
-            "ours": round(scores[a], 4),
-            "peer": round(scores[b], 4),
-            "unit": "Spearman",
-            "ratio": round(scores[a] / scores[b], 4),
-            "target": target,
-            "notes": note,
-        }
-        for name, a, b, target, note in rows
+    return [
+        row(name, scores[a], scores[b], "Spearman", target, note, digits=4, ratio_digits=4) for name, a, b, target, note in rows
     ]
-    return results
 
 
 if __name__ == "__main__":
-    for row in run(quick="--quick" in sys.argv[1:]):
-        print(row)
+    for result in run(quick="--quick" in sys.argv[1:]):
+        print(result)

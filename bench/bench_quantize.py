@@ -17,21 +17,16 @@ query against the candidates' unpacked bits or codes mapped back with its bucket
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchkit import sibling
 
-HERE = Path(__file__).resolve().parent
 MODEL = "all-MiniLM-L6-v2"
 MAX_LENGTH = 128
 RESCORE = 100
 K = 10
-QUICK = {"queries": 8, "corpus": 100, "max_length": 64}
+QUICK = {"queries": 8, "judged_per_query": 4, "corpus": 40, "max_length": 64}
 SETTINGS = (  # label, precision, rescore
     ("float32", None, None),
     ("int8", "int8", None),
@@ -39,14 +34,6 @@ SETTINGS = (  # label, precision, rescore
     ("binary", "binary", None),
     ("binary rescored top 100", "binary", RESCORE),
 )
-
-
-def cisi():
-    """The sibling benchmark's CISI module (readers and data folder)."""
-    spec = importlib.util.spec_from_file_location("bench_quality_cisi", HERE / "bench_quality_cisi.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def ndcg(ranked, qrels: list[dict[int, float]], corpus_size: int) -> float:
@@ -92,7 +79,7 @@ def peer_search(queries, corpus, precision: str | None, rescore: int | None, ran
 
 def run(quick: bool = False) -> list[dict]:
     """nDCG@10 and bytes per vector for each setting of :data:`SETTINGS`, ours and the peer's."""
-    bench = cisi()
+    bench = sibling("bench_quality_cisi")
     if not all((bench.DATA / name).is_file() for name in ("CISI.ALL", "CISI.QRY", "CISI.REL")):
         return [
             {"benchmark": "CISI quantized retrieval", "notes": f"SKIPPED: {bench.DATA} (CISI.ALL, CISI.QRY, CISI.REL) not found"}
@@ -104,11 +91,10 @@ def run(quick: bool = False) -> list[dict]:
 
     documents, queries, qrels = bench.read_cisi()
     query_ids = sorted(qrels, key=int)
-    doc_ids = list(documents)
     if quick:
         query_ids = query_ids[: QUICK["queries"]]
-        wanted = {d for q in query_ids for d in qrels[q]} | set(doc_ids[: QUICK["corpus"]])
-        doc_ids = [d for d in doc_ids if d in wanted]
+        documents, qrels = bench.quick_cut(documents, qrels, query_ids, QUICK["judged_per_query"], QUICK["corpus"])
+    doc_ids = list(documents)
     position = {d: i for i, d in enumerate(doc_ids)}
     judged = [{position[d]: g for d, g in qrels[q].items() if d in position} for q in query_ids]
     model = finetuner.build_model(MODEL, max_length=QUICK["max_length"] if quick else MAX_LENGTH)

@@ -19,8 +19,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchkit import row
 
 BATCH_SIZE = 64
 SEED = 0
@@ -103,15 +102,7 @@ def run(quick: bool = False, threads: int | None = None) -> list[dict]:
         (f"all-MiniLM-L6-v2 auto ({auto}) vs sentence-transformers + bf16 autocast", "ours_auto", "peer_bf16", ">= 1.1"),
     ]
     return [
-        {
-            "benchmark": name,
-            "ours": round(rate[a], 1),
-            "peer": round(rate[b], 1),
-            "unit": "sent/s",
-            "ratio": round(rate[a] / rate[b], 3),
-            "target": target,
-            "notes": f"{notes}; ratio by process CPU time {cpu_rate[a] / cpu_rate[b]:.3f}",
-        }
+        row(name, rate[a], rate[b], "sent/s", target, f"{notes}; ratio by process CPU time {cpu_rate[a] / cpu_rate[b]:.3f}")
         for name, a, b, target in rows
     ]
 
@@ -121,5 +112,5 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="a few seconds, for a smoke test")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for both")
     args = parser.parse_args()
-    for row in run(quick=args.quick, threads=args.threads):
-        print(json.dumps(row))
+    for result in run(quick=args.quick, threads=args.threads):
+        print(json.dumps(result))

@@ -28,23 +28,17 @@ and the precision / torch.compile checks of issue 11. all-MiniLM-L6-v2 (gt-all-m
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import random
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from finetuner.training.callbacks import Callback, TrainState
+from benchkit import MINILM as MODEL
+from benchkit import StepClock, data_root, mnrl_steps, row, sibling
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("FINETUNER_DATA", HERE.parents[1] / "shared" / "data"))
-MODEL = "all-MiniLM-L6-v2"
+DATA = data_root()
 BATCH = 32
 MAX_LENGTH = 128
 SCALE = 20.0
@@ -69,36 +63,8 @@ def stsb(name: str) -> list[tuple[str, str, float]]:
         return [(a, b, float(s)) for a, b, s in csv.reader(f)]
 
 
-def _load_sibling(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _load() -> str:
     return f"load {os.getloadavg()[0]:.1f}"
-
-
-class _Clock(Callback):
-    """A fit() callback: the time at training start, at each step end (wall and CPU) and each epoch end; stops after ``stop_after`` steps."""
-
-    def __init__(self, stop_after: int | None = None) -> None:
-        self.begin = 0.0
-        self.steps: list[tuple[float, float]] = []
-        self.epochs: list[float] = []
-        self.stop_after = stop_after
-
-    def on_train_begin(self, state: TrainState) -> None:
-        self.begin = time.perf_counter()
-
-    def on_step_end(self, state: TrainState) -> None:
-        self.steps.append((time.perf_counter(), time.process_time()))
-        if self.stop_after is not None and state.step >= self.stop_after:
-            state.stop = True
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        self.epochs.append(time.perf_counter())
 
 
 def _rate(times: list[tuple[float, float]], warmup: int, steps: int) -> tuple[float, float]:
@@ -127,23 +93,14 @@ def _batches(queries: list[str], documents: list[str], count: int) -> list[list[
 
 def ours_rate(queries: list[str], documents: list[str], sizes: _Sizes, **options: Any) -> tuple[tuple[float, float], float]:
     """((wall, CPU-time) pairs/s over the timed steps, seconds until the end of the warm-up) for one fit() run."""
-    import finetuner
-    from finetuner.data import PairData
-
-    model = finetuner.build_model(MODEL, max_length=MAX_LENGTH)
-    clock = _Clock(stop_after=sizes.warmup + sizes.steps)
-    finetuner.fit(
-        model,
-        PairData(queries, documents),
-        loss="MultipleNegativesRankingLoss",
-        loss_options={"scale": SCALE},
+    clock = mnrl_steps(
+        queries,
+        documents,
+        sizes.warmup + sizes.steps,
         batch_size=BATCH,
-        epochs=1,
+        max_length=MAX_LENGTH,
+        scale=SCALE,
         seed=SEED,
-        device="cpu",
-        output_dir=None,
-        verbose=False,
-        callbacks=[clock],
         **options,
     )
     return _rate(clock.steps, sizes.warmup, sizes.steps), clock.steps[sizes.warmup - 1][0] - clock.begin
@@ -212,7 +169,7 @@ def throughput(sizes: _Sizes, compile_row: bool) -> list[dict]:
         f"same batches, {torch.get_num_threads()} threads, median of {sizes.rounds}; {_load()}"
     )
     rows = [
-        _row(
+        row(
             "training all-MiniLM-L6-v2 fp32 vs sentence-transformers (fp32)",
             rate["fp32"],
             rate["peer"],
@@ -220,7 +177,7 @@ def throughput(sizes: _Sizes, compile_row: bool) -> list[dict]:
             ">= 1.0 (aim 1.2)",
             _cpu(cpu, "fp32", notes),
         ),
-        _row(
+        row(
             f"training all-MiniLM-L6-v2 auto ({auto}) vs sentence-transformers (fp32)",
             rate["auto"],
             rate["peer"],
@@ -232,7 +189,7 @@ def throughput(sizes: _Sizes, compile_row: bool) -> list[dict]:
     if compile_row:
         (compiled, compiled_cpu), warmup_seconds = ours_rate(queries, documents, sizes, precision="auto", compile=True)
         rows.append(
-            _row(
+            row(
                 "training all-MiniLM-L6-v2 auto + compile=True vs auto",
                 compiled,
                 rate["auto"],
@@ -265,13 +222,13 @@ def frozen_cache(sizes: _Sizes) -> list[dict]:
         "output_dir": None,
         "verbose": False,
     }
-    cached, plain = _Clock(), _Clock()
+    cached, plain = StepClock(), StepClock()
     finetuner.fit(MODEL, data, epochs=3, cache_frozen="memory", callbacks=[cached], **options)
     finetuner.fit(MODEL, data, epochs=2, cache_frozen=False, callbacks=[plain], **options)
     with_cache = statistics.mean([cached.epochs[1] - cached.epochs[0], cached.epochs[2] - cached.epochs[1]])
     without = plain.epochs[1] - plain.epochs[0]
     return [
-        _row(
+        row(
             "frozen backbone: epoch time without the cache / with it",
             without,
             with_cache,
@@ -348,7 +305,7 @@ def _cisi(sizes: _Sizes) -> Any:
 
     if not all((DATA / "cisi" / name).is_file() for name in ("CISI.ALL", "CISI.QRY", "CISI.REL")):
         return None
-    documents, queries, qrels = _load_sibling("bench_quality_cisi").read_cisi(DATA / "cisi")
+    documents, queries, qrels = sibling("bench_quality_cisi").read_cisi(DATA / "cisi")
     judged = sorted(qrels, key=int)
     if sizes.cisi_docs is not None:
         judged = judged[:3]
@@ -360,7 +317,7 @@ def _cisi(sizes: _Sizes) -> Any:
 def _quality(name: str, values: dict[str, float], unit: str, limit: float, notes: str) -> dict:
     delta = values["bf16"] - values["fp32"]
     verdict = "ok" if abs(delta) <= limit else "OUT OF BOUNDS"
-    return _row(
+    return row(
         name,
         values["bf16"],
         values["fp32"],
@@ -393,7 +350,7 @@ def compile_encode(sizes: _Sizes) -> list[dict]:
             rates[compile].append(len(sentences) / (time.perf_counter() - started))
     on, off = statistics.median(rates[True]), statistics.median(rates[False])
     return [
-        _row(
+        row(
             "encode all-MiniLM-L6-v2 auto + compile=True vs auto",
             on,
             off,
@@ -403,20 +360,6 @@ def compile_encode(sizes: _Sizes) -> list[dict]:
             f"{warmup[False]:.0f} s plain), median of {max(sizes.rounds, 2)}, {torch.get_num_threads()} threads; {_load()}",
         )
     ]
-
-
-def _row(
-    name: str, ours: float, peer: float, unit: str, target: str, notes: str, *, ratio: float | None = None, digits: int = 1
-) -> dict:
-    return {
-        "benchmark": name,
-        "ours": round(ours, digits),
-        "peer": round(peer, digits),
-        "unit": unit,
-        "ratio": round(ratio if ratio is not None else ours / peer, 3) if peer else None,
-        "target": target,
-        "notes": notes,
-    }
 
 
 def run(quick: bool = False, threads: int | None = None) -> list[dict]:
@@ -446,5 +389,5 @@ def run(quick: bool = False, threads: int | None = None) -> list[dict]:
 if __name__ == "__main__":
     arguments = sys.argv[1:]
     count = int(arguments[arguments.index("--threads") + 1]) if "--threads" in arguments else None
-    for row in run(quick="--quick" in arguments, threads=count):
-        print(row)
+    for result in run(quick="--quick" in arguments, threads=count):
+        print(result)

@@ -3,7 +3,6 @@ the quality benchmarks' readers parse their data, and a missing data folder give
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "bench"
+from tests.e2e.benches import BENCH, load_bench
+
+ROOT = BENCH.parent
 QUALITY = sorted(p.stem for p in BENCH.glob("bench_quality_*.py"))
 
 
@@ -25,12 +25,34 @@ def _env(**extra: str) -> dict[str, str]:
 def _load(name: str, monkeypatch=None, data_dir: Path | None = None):
     if monkeypatch is not None and data_dir is not None:
         monkeypatch.setenv("FINETUNER_DATA", str(data_dir))
-    spec = importlib.util.spec_from_file_location(f"test_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench(name)
 
 
+@pytest.fixture(scope="module")
+def gpu_smoke(tmp_path_factory):
+    """``bench_gpu.py --cpu-smoke``, started when first asked for: the quick run asks too, so the two single-threaded
+    runs go side by side, and the smoke test reads the result. Yields (wait for the exit status, stdout, stderr)."""
+    folder = tmp_path_factory.mktemp("gpu_smoke")
+    with open(folder / "stdout", "w") as out, open(folder / "stderr", "w") as err:
+        process = subprocess.Popen(
+            [sys.executable, str(BENCH / "bench_gpu.py"), "--cpu-smoke"],
+            cwd=ROOT,
+            env=_env(GPU_BENCH_TIMEOUT="900"),  # a busy 2-core CPU is slow; a GPU run keeps the default
+            stdout=out,
+            stderr=err,
+        )
+
+    def finished() -> tuple[int, str, str]:
+        code = process.wait(timeout=1000)
+        return code, (folder / "stdout").read_text(), (folder / "stderr").read_text()
+
+    yield finished
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.usefixtures("gpu_smoke")  # started first, so it runs beside this one
 def test_quick_run_gives_rows_for_every_benchmark_and_no_failure(tmp_path):
     done = subprocess.run(
         [sys.executable, str(BENCH / "run.py"), "--quick", "--out", str(tmp_path)],
@@ -63,17 +85,10 @@ def test_quick_run_gives_rows_for_every_benchmark_and_no_failure(tmp_path):
     assert "| benchmark | ours | peer |" in (tmp_path / "results.md").read_text()
 
 
-def test_gpu_script_runs_its_cpu_smoke_path():
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "bench_gpu.py"), "--cpu-smoke"],
-        cwd=ROOT,
-        env=_env(GPU_BENCH_TIMEOUT="900"),  # compiling on a busy 2-core CPU takes minutes; a GPU run keeps the default
-        capture_output=True,
-        text=True,
-        timeout=1000,
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+def test_gpu_script_runs_its_cpu_smoke_path(gpu_smoke):
+    code, stdout, stderr = gpu_smoke()
+    assert code == 0, stdout[-4000:] + stderr[-4000:]
+    rows = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     # encode and forward vs peers, fit() for both models (the text one also through DDP in a group of one),
     # the loss-check pair, the peak memory of GradCache and of gradient checkpointing, then compile vs eager for all four
     assert [row["unit"] for row in rows] == [
@@ -93,7 +108,7 @@ def test_gpu_script_runs_its_cpu_smoke_path():
     ]
     assert all(row["ours"] > 0 and "cpu smoke" in row["notes"] for row in rows)
     assert all(row["peer"] > 0 for i, row in enumerate(rows) if i not in (2, 4))  # the two plain fit() rows have no peer
-    assert "| benchmark | ours | peer | unit | ratio |" in done.stdout
+    assert "| benchmark | ours | peer | unit | ratio |" in stdout
 
 
 def test_gpu_script_rejects_unknown_options():

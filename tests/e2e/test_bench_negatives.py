@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import finetuner
 from finetuner.data import PairData, RetrievalData
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_negatives.py"
+from tests.e2e.benches import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_negatives_under_test", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_negatives")
 
 
 def test_the_peers_metrics_are_computed_as_finetuner_evaluate_does(bench):

@@ -80,15 +80,15 @@ def test_digits_captions_name_the_digit_of_their_image():
 @pytest.fixture
 def tiny_demo_data(monkeypatch):
     """Each demo's data cut to a few dozen examples, so a full demo run takes seconds."""
-    pairs = datasets.stdlib_docstring_pairs()[:60]
+    pairs = datasets.stdlib_docstring_pairs()[:36]
     monkeypatch.setattr(datasets, "stdlib_docstring_pairs", lambda: pairs)
     try:
         images, labels = datasets.digits()
     except ImportError:  # only the image demos need scikit-learn; they skip
         return
-    monkeypatch.setattr(datasets, "digits", lambda seed=0: (images[:120], labels[:120]))
-    monkeypatch.setattr(datasets, "digits_labeled", functools.partial(datasets.digits_labeled, train_size=80))
-    monkeypatch.setattr(datasets, "digits_captioned", functools.partial(datasets.digits_captioned, train_size=80))
+    monkeypatch.setattr(datasets, "digits", lambda seed=0: (images[:96], labels[:96]))
+    monkeypatch.setattr(datasets, "digits_labeled", functools.partial(datasets.digits_labeled, train_size=72))
+    monkeypatch.setattr(datasets, "digits_captioned", functools.partial(datasets.digits_captioned, train_size=48))
 
 
 @pytest.mark.parametrize("task", list(DEMOS))
