@@ -122,38 +122,9 @@ def test_encode_command_takes_a_prompt_name(model, tmp_path, capsys):
     finetuner.save(model, tmp_path / "artifact")
     (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n")
     out = tmp_path / "e.npy"
-    assert (
-        main(
-            [
-                "encode",
-                str(tmp_path / "artifact"),
-                str(tmp_path / "texts.txt"),
-                "-o",
-                str(out),
-                "--prompt-name",
-                "query",
-                "--precision",
-                "fp32",
-            ]
-        )
-        == 0
-    )
     expected = finetuner.encode(model, ["query: " + t for t in TEXTS], precision="fp32")
-    np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
-    assert (
-        main(
-            [
-                "encode",
-                str(tmp_path / "artifact"),
-                str(tmp_path / "texts.txt"),
-                "-o",
-                str(out),
-                "--prompt",
-                "query: ",
-                "--precision",
-                "fp32",
-            ]
-        )
-        == 0
-    )
-    np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
+    for prompt in (["--prompt-name", "query"], ["--prompt", "query: "]):
+        command = ["encode", str(tmp_path / "artifact"), str(tmp_path / "texts.txt"), "-o", str(out), "--precision", "fp32"]
+        assert main([*command, *prompt]) == 0
+        np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
+        out.unlink()
