@@ -396,3 +396,10 @@ def test_dataframe_input(tmp_path):
     assert isinstance(scored, ScoredData) and scored.scores == [0.5, 4.0]
     with pytest.raises(DataError, match=r"<DataFrame>, row 1: empty 'label'"):
         load_data(pd.DataFrame({"text": ["a", "b"], "label": ["x", None]}))
+
+
+def test_a_headerless_file_too_narrow_for_the_roles_names_the_missing_role(tmp_path):
+    path = tmp_path / "one-column.csv"
+    path.write_text("how do I parse json\nread a file\n")
+    with pytest.raises(DataError, match=r"one-column.csv has 1 column\(s\) and no column left for the 'document' role"):
+        load_data(path, kind="pairs", columns={"query": 0})

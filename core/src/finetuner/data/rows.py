@@ -176,8 +176,14 @@ def _map_by_name(table: Table, kind: str, mapping: dict[str, int]) -> dict[str, 
                     break
     # as many columns as roles, or pairs (and their negatives) without names: the rest go in order
     if table.width == len(ROLES[kind]) or (kind == "pairs" and table.names is None):
-        free = iter(index for index in range(table.width) if index not in mapping.values())
-        mapping.update({role: next(free) for role in ROLES[kind] if role not in mapping})
+        free = [index for index in range(table.width) if index not in mapping.values()]
+        missing = [role for role in ROLES[kind] if role not in mapping]
+        if len(free) < len(missing):
+            raise DataError(
+                f"{table.source} has {table.width} column(s) and no column left for the {', '.join(map(repr, missing))} "
+                f"role of {kind} data; give every role a column (columns=)"
+            )
+        mapping.update(zip(missing, free))
     return mapping
 
 
