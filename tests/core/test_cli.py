@@ -243,7 +243,12 @@ def test_ctrl_c_during_fit_says_where_the_checkpoint_is_and_how_to_resume(tmp_pa
     places = write_inputs(tmp_path)
     command = [places.get(word, word) for word in FIT] + ["--epochs", "100000", "--checkpoint-every-steps", "1"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "finetuner", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "finetuner", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as in a terminal: an ignored SIGINT is inherited through exec, and Python then installs no KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     state, deadline = Path(places["OUT"]) / "checkpoint" / "state.json", time.monotonic() + 90
     while not state.is_file() and process.poll() is None and time.monotonic() < deadline:
