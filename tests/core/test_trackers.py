@@ -139,7 +139,10 @@ def wandb_records(run_dir: Path) -> list[Any]:
 
 def test_wandb_tracker_holds_params_steps_evaluations_and_the_artifact(tmp_path):
     pytest.importorskip("wandb", reason="wandb (the wandb extra) is not installed")
+    import wandb
+
     model, out, logged = fit_with("wandb", tmp_path)
+    wandb.teardown()  # the run is finished, but the wandb-core service may not have flushed its file yet
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     records = wandb_records(run_dir)
     config, rows, summary = {}, [], {}
