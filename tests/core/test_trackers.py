@@ -13,7 +13,7 @@ import pytest
 
 import finetuner
 from finetuner.errors import FinetunerError, TrainingError, UnknownNameError
-from finetuner.training.callbacks import MetricsLogger
+from finetuner.training.callbacks import Callback, MetricsLogger, TrainState
 from finetuner.training.options import FitOptions
 from finetuner.training.trackers import tracker_names
 from tests.core.helpers import pairs
@@ -113,6 +113,49 @@ def test_mlflow_tracker_logs_into_a_run_the_user_started_and_leaves_it_open(tmp_
         assert mlflow.active_run().info.run_id == mine.info.run_id
         logged = mlflow.MlflowClient().get_metric_history(mine.info.run_id, "train/loss")
     assert [m.step for m in logged] == [1, 2, 3]
+
+
+class FailAtStep(Callback):
+    """Raises ``error`` after optimizer step ``step``; records what on_fit_end saw."""
+
+    def __init__(self, step: int, error: BaseException) -> None:
+        self.step, self.error, self.seen = step, error, None
+
+    def on_step_end(self, state: TrainState) -> None:
+        if state.step == self.step:
+            raise self.error
+
+    def on_fit_end(self, state: TrainState) -> None:
+        self.seen = (state.error, state.artifact_dir)
+
+
+@pytest.mark.parametrize("error, status", [(RuntimeError("disk full"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
+def test_a_fit_that_fails_ends_its_runs_as_failed_with_the_error(tmp_path, error, status):
+    mlflow = pytest.importorskip("mlflow", reason="mlflow (the mlflow extra) is not installed")
+    pytest.importorskip("tensorboard", reason="tensorboard (the tensorboard extra) is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    failing = FailAtStep(2, error)
+    with pytest.raises(type(error)):
+        finetuner.fit(
+            "dummy-text", TRAIN, report_to="mlflow,tensorboard", callbacks=[failing], output_dir=tmp_path / "run", **FAST
+        )
+    assert failing.seen == (error, None)
+    assert mlflow.active_run() is None  # not left open for the next fit in this process
+    (run,) = mlflow.MlflowClient(f"file:{tmp_path / 'mlruns'}").search_runs(["0"])
+    assert run.info.status == status and run.data.tags["error"] == f"{type(error).__name__}: {error}"
+    # the callbacks given run before the trackers: step 2 raised before the trackers logged it
+    assert [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "train/loss")] == [1]
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert events.Tensors("error/text_summary")[-1].tensor_proto.string_val[0].decode() == f"{type(error).__name__}: {error}"
+
+
+def test_a_fit_refused_before_training_calls_no_on_fit_end(tmp_path):
+    failing = FailAtStep(1, RuntimeError("never"))
+    with pytest.raises(FinetunerError, match="batch_size"):
+        finetuner.fit("dummy-text", TRAIN, callbacks=[failing], output_dir=None, **{**FAST, "batch_size": 0})
+    assert failing.seen is None
 
 
 def wandb_records(run_dir: Path) -> list[Any]:

@@ -49,6 +49,7 @@ class TrainState:
     output_dir: Path | None = None
     model: Any = None
     artifact_dir: Path | None = None  # set for on_fit_end: where fit() wrote the artifact (None without output_dir)
+    error: BaseException | None = None  # set for on_fit_end when fit() failed (Ctrl-C included) after training began
 
 
 class Callback:
@@ -70,7 +71,8 @@ class Callback:
         """After the last step (or the step that stopped training) and the final evaluation."""
 
     def on_fit_end(self, state: TrainState) -> None:
-        """Last, once fit() wrote the artifact to ``state.artifact_dir`` (None: fit() has no output_dir)."""
+        """Last, once fit() wrote the artifact to ``state.artifact_dir`` (None: fit() has no output_dir); also when fit()
+        fails after ``on_train_begin``, with the exception in ``state.error`` (fit() then raises it)."""
 
 
 def _check_mode(mode: str) -> str:

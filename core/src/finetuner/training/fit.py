@@ -118,44 +118,47 @@ def fit(
     out = Path(output_dir) if output_dir is not None else None
     trainer = Trainer(model, train, evaluation, opts, [*callbacks, *trackers], out, dist)
     model.matryoshka_dims = _matryoshka_dims(trainer.loss)
-    if resume:
-        trainer.resume()
-    if evaluation is not None and trainer.state.step == 0:
-        trainer.evaluate_before()
-    before = trainer.before
-    with compiled(model, opts.compile):
-        trainer.train()  # ends with the final evaluation (trainer.after) when there is eval_data
-    after = trainer.after
-    metrics = {"before": before or {}, "after": after}
-    if evaluation is not None and dist.is_main and opts.verbose:
-        from finetuner.report.metrics import comparison
+    try:
+        if resume:
+            trainer.resume()
+        if evaluation is not None and trainer.state.step == 0:
+            trainer.evaluate_before()
+        before = trainer.before
+        with compiled(model, opts.compile):
+            trainer.train()  # ends with the final evaluation (trainer.after) when there is eval_data
+        after = trainer.after
+        if evaluation is not None and dist.is_main and opts.verbose:
+            from finetuner.report.metrics import comparison
 
-        print(comparison(before or {}, after))
-    model.metrics = metrics
-    model.history = trainer.state.history
-    model.examples = trainer.example_records()
-    if out is not None and dist.is_main:
-        from finetuner.artifacts import save
-        from finetuner.report.training import write_report
-
-        save(
-            model,
-            out / "model",
-            metrics=metrics,
-            extra={"training": _training_record(opts, train, trainer), "examples": model.examples},
-            overwrite=opts.overwrite,
-        )
-        logger.info("artifact written to %s", out / "model")
-        report = write_report(out / "model")
-        if opts.verbose:
-            print(f"\n{report.text}\nreport: {report.png or '(no PNG without matplotlib)'}, {report.html}")
-        if opts.push_to_hub:
-            from finetuner.hub import push_to_hub
-
-            logger.info("pushed to %s", push_to_hub(out / "model", opts.push_to_hub))
+            print(comparison(before or {}, after))
+        model.metrics = {"before": before or {}, "after": after}
+        model.history = trainer.state.history
+        model.examples = trainer.example_records()
+        if out is not None and dist.is_main:
+            _write_artifact(model, out / "model", opts, train, trainer)
+    except BaseException as error:  # Ctrl-C included: trackers close their runs as failed
+        trainer.fail(error)
+        raise
     trainer.end(out / "model" if out is not None else None)
     dist.barrier()
     return model
+
+
+def _write_artifact(model: EmbeddingModel, directory: Path, opts: FitOptions, train: Any, trainer: Trainer) -> None:
+    """Save the trained model with its training record, write its report, and push it when asked."""
+    from finetuner.artifacts import save
+    from finetuner.report.training import write_report
+
+    extra = {"training": _training_record(opts, train, trainer), "examples": model.examples}
+    save(model, directory, metrics=model.metrics, extra=extra, overwrite=opts.overwrite)
+    logger.info("artifact written to %s", directory)
+    report = write_report(directory)
+    if opts.verbose:
+        print(f"\n{report.text}\nreport: {report.png or '(no PNG without matplotlib)'}, {report.html}")
+    if opts.push_to_hub:
+        from finetuner.hub import push_to_hub
+
+        logger.info("pushed to %s", push_to_hub(directory, opts.push_to_hub))
 
 
 def _check_arguments(model: Any, output_dir: Any, callbacks: Any) -> None:

@@ -4,7 +4,9 @@ Each tracker is a :class:`~finetuner.training.callbacks.Callback` (so, under tor
 on rank 0 only). It starts a run with the fit options as its params, logs what the history
 already holds (the evaluation before training; on resume, the earlier steps), then
 ``train/loss`` and ``train/learning_rate`` after every optimizer step and ``eval/<metric>``
-after every evaluation, by step, and ends the run with the artifact's path.
+after every evaluation, by step, and ends the run with the artifact's path; when fit() fails
+after training began, it ends the run as failed (MLflow ``FAILED``, or ``KILLED`` on Ctrl-C; W&B
+exit code 1), with the error.
 """
 
 from __future__ import annotations
@@ -94,8 +96,8 @@ class Tracker(Callback):
         """Record ``values`` at ``step``."""
         raise NotImplementedError
 
-    def finish(self, artifact_dir: Path | None) -> None:
-        """Record where the artifact is (None: fit() wrote none) and close the run."""
+    def finish(self, artifact_dir: Path | None, error: BaseException | None) -> None:
+        """Record where the artifact is (None: fit() wrote none) and close the run; marked failed when ``error`` is set."""
         raise NotImplementedError
 
     def on_train_begin(self, state: TrainState) -> None:
@@ -111,7 +113,7 @@ class Tracker(Callback):
         self.log({f"eval/{k}": v for k, v in state.metrics.items()}, state.step)
 
     def on_fit_end(self, state: TrainState) -> None:
-        self.finish(state.artifact_dir)
+        self.finish(state.artifact_dir, state.error)
 
 
 class TensorBoardTracker(Tracker):
@@ -131,9 +133,11 @@ class TensorBoardTracker(Tracker):
         for name, value in values.items():
             self.writer.add_scalar(name, value, step)
 
-    def finish(self, artifact_dir: Path | None) -> None:
+    def finish(self, artifact_dir: Path | None, error: BaseException | None) -> None:
         if artifact_dir is not None:
             self.writer.add_text("artifact_dir", str(artifact_dir))
+        if error is not None:
+            self.writer.add_text("error", f"{type(error).__name__}: {error}")
         self.writer.close()
 
 
@@ -165,13 +169,15 @@ class MLflowTracker(Tracker):
         metrics = [Metric(_mlflow_name(k), float(v), now, step) for k, v in values.items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
-    def finish(self, artifact_dir: Path | None) -> None:
+    def finish(self, artifact_dir: Path | None, error: BaseException | None) -> None:
         import mlflow
 
         if artifact_dir is not None:
             self.client.set_tag(self.run_id, "artifact_dir", str(artifact_dir))
+        if error is not None:
+            self.client.set_tag(self.run_id, "error", f"{type(error).__name__}: {error}")
         if self.own:
-            mlflow.end_run()
+            mlflow.end_run(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED" if error else "FINISHED")
 
 
 def _mlflow_name(name: str) -> str:
@@ -203,8 +209,10 @@ class WandbTracker(Tracker):
     def log(self, values: dict[str, float], step: int) -> None:
         self.run.log({"train/step": step, **values})
 
-    def finish(self, artifact_dir: Path | None) -> None:
+    def finish(self, artifact_dir: Path | None, error: BaseException | None) -> None:
         if artifact_dir is not None:
             self.run.summary["artifact_dir"] = str(artifact_dir)
+        if error is not None:
+            self.run.summary["error"] = f"{type(error).__name__}: {error}"
         if self.own:
-            self.run.finish()
+            self.run.finish(exit_code=1 if error is not None else None)

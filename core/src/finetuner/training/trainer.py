@@ -53,6 +53,7 @@ class Trainer:
 
         self.model, self.train_data, self.eval_data, self.opts = model, train, evaluation, opts
         self.callbacks, self.out, self.dist = callbacks, out, dist
+        self.began = False  # on_train_begin was sent: a failure from then on is sent to on_fit_end too
         self.device = dist.device
         self.dtype = resolve_precision(opts.precision, self.device)
         self.sides = sides_of(train, model)
@@ -283,6 +284,18 @@ class Trainer:
         self.state.artifact_dir = artifact_dir
         self._notify("on_fit_end")
 
+    def fail(self, error: BaseException) -> None:
+        """The callbacks' ``on_fit_end`` with ``state.error`` set, when fit() fails after ``on_train_begin`` (so trackers
+        close their runs as failed). No collective: the other ranks may be gone."""
+        if not (self.began and self.dist.is_main):
+            return
+        self.state.error = error
+        for callback in self.callbacks:
+            try:
+                callback.on_fit_end(self.state)
+            except Exception:  # the error being raised is the one to see
+                logger.exception("a callback's on_fit_end failed while fit() was failing")
+
     def train(self) -> None:
         """Run the remaining epochs, then the final evaluation (``self.after``) when there is eval data.
 
@@ -307,6 +320,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         opts, state = self.opts, self.state
+        self.began = True
         self._notify("on_train_begin")
         if self.cached and self.cache is None:
             directory = self.out / "cache" if opts.cache_frozen == "disk" and self.out is not None else None
