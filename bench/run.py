@@ -65,6 +65,11 @@ def load(name: str):
     return module
 
 
+def benchmark_names(only: list[str]) -> list[str]:
+    """The benchmarks to run: ``only``, or every bench/bench_*.py by the part of its name after ``bench_``."""
+    return only or sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+
+
 def markdown(report: dict) -> str:
     lines = [
         f"Run {report['date']} on {report['machine']['cpu']} ({report['machine']['threads']} threads; "
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.json and results.md")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    names = args.only or sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+    names = benchmark_names(args.only)
     results, failures = [], []
     for name in names:
         started = time.perf_counter()

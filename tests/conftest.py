@@ -1,4 +1,4 @@
-"""Test-wide settings: offline hubs, a fresh plugin manager per test."""
+"""Test-wide settings: offline hubs, threads shared among parallel workers, a fresh plugin manager per test."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.environ:
+    # pytest -n N: the cores shared among the N workers (and the processes their tests start), not N times over
+    workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
 
 from pathlib import Path  # noqa: E402
 

@@ -15,6 +15,7 @@ from tests.e2e.benches import BENCH, load_bench
 
 ROOT = BENCH.parent
 QUALITY = sorted(p.stem for p in BENCH.glob("bench_quality_*.py"))
+MODULES = sorted(p.stem.removeprefix("bench_") for p in BENCH.glob("bench_*.py"))
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -28,67 +29,44 @@ def _load(name: str, monkeypatch=None, data_dir: Path | None = None):
     return load_bench(name)
 
 
-@pytest.fixture(scope="module")
-def gpu_smoke(tmp_path_factory):
-    """``bench_gpu.py --cpu-smoke``, started when first asked for: the quick run asks too, so the two single-threaded
-    runs go side by side, and the smoke test reads the result. Yields (wait for the exit status, stdout, stderr)."""
-    folder = tmp_path_factory.mktemp("gpu_smoke")
-    with open(folder / "stdout", "w") as out, open(folder / "stderr", "w") as err:
-        process = subprocess.Popen(
-            [sys.executable, str(BENCH / "bench_gpu.py"), "--cpu-smoke"],
-            cwd=ROOT,
-            env=_env(GPU_BENCH_TIMEOUT="900"),  # a busy 2-core CPU is slow; a GPU run keeps the default
-            stdout=out,
-            stderr=err,
-        )
-
-    def finished() -> tuple[int, str, str]:
-        code = process.wait(timeout=1000)
-        return code, (folder / "stdout").read_text(), (folder / "stderr").read_text()
-
-    yield finished
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-
-
-@pytest.mark.usefixtures("gpu_smoke")  # started first, so it runs beside this one
-def test_quick_run_gives_rows_for_every_benchmark_and_no_failure(tmp_path):
+@pytest.mark.parametrize("name", MODULES)
+def test_quick_run_gives_rows_and_no_failure(name, tmp_path):
+    """``run.py --quick <name>``: one test per benchmark, so a parallel test run spreads them over its workers."""
     done = subprocess.run(
-        [sys.executable, str(BENCH / "run.py"), "--quick", "--out", str(tmp_path)],
+        [sys.executable, str(BENCH / "run.py"), "--quick", name, "--out", str(tmp_path)],
         cwd=ROOT,
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=1500,
+        timeout=900,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    rows_by_module: dict[str, list[dict]] = {}
-    module = None
-    for line in done.stdout.splitlines():  # run.py prints "== <name>", then each of its rows as JSON
-        if line.startswith("== "):
-            module = line[3:].strip()
-            rows_by_module[module] = []
-        elif line.startswith("    {") and module is not None:
-            rows_by_module[module].append(json.loads(line))
-    expected = {p.stem.removeprefix("bench_") for p in BENCH.glob("bench_*.py")}
-    assert set(rows_by_module) == expected
-    assert all(rows_by_module[name] for name in expected), {k: len(v) for k, v in rows_by_module.items()}
+    printed = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("    {")]  # run.py prints each row
     report = json.loads((tmp_path / "results.json").read_text())
-    assert report["quick"] is True
-    assert report["results"] == [row for name in rows_by_module for row in rows_by_module[name]]
-    assert not [row for row in report["results"] if "FAILED" in str(row.get("notes", ""))]
-    for row in report["results"]:
-        assert row.get("benchmark"), row
+    assert report["quick"] is True and report["results"] == printed and printed
+    for row in printed:
+        assert row.get("benchmark") and "FAILED" not in str(row.get("notes", "")), row
         if not str(row.get("notes", "")).startswith("SKIPPED"):
             assert isinstance(row["ours"], (int, float)) and row["unit"], row
     assert "| benchmark | ours | peer |" in (tmp_path / "results.md").read_text()
 
 
-def test_gpu_script_runs_its_cpu_smoke_path(gpu_smoke):
-    code, stdout, stderr = gpu_smoke()
-    assert code == 0, stdout[-4000:] + stderr[-4000:]
-    rows = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+def test_run_py_runs_every_bench_module_by_default():
+    run = load_bench("run")
+    assert run.benchmark_names([]) == MODULES and run.benchmark_names(["text", "vision"]) == ["text", "vision"]
+
+
+def test_gpu_script_runs_its_cpu_smoke_path():
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "bench_gpu.py"), "--cpu-smoke"],
+        cwd=ROOT,
+        env=_env(GPU_BENCH_TIMEOUT="900"),  # a busy 2-core CPU is slow; a GPU run keeps the default
+        capture_output=True,
+        text=True,
+        timeout=1000,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     # encode and forward vs peers, fit() for both models (the text one also through DDP in a group of one),
     # the loss-check pair, the peak memory of GradCache and of gradient checkpointing, then compile vs eager for all four
     assert [row["unit"] for row in rows] == [
@@ -108,7 +86,7 @@ def test_gpu_script_runs_its_cpu_smoke_path(gpu_smoke):
     ]
     assert all(row["ours"] > 0 and "cpu smoke" in row["notes"] for row in rows)
     assert all(row["peer"] > 0 for i, row in enumerate(rows) if i not in (2, 4))  # the two plain fit() rows have no peer
-    assert "| benchmark | ours | peer | unit | ratio |" in stdout
+    assert "| benchmark | ours | peer | unit | ratio |" in done.stdout
 
 
 def test_gpu_script_rejects_unknown_options():
