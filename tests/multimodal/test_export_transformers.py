@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -20,6 +24,17 @@ TEXTS = ["a photo of a cat", "a red car", "dog"]
 def _images() -> list[Image.Image]:
     rng = np.random.default_rng(4)
     return [Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)) for _ in range(2)]
+
+
+def run_card_usage(folder: Path, workdir: Path, monkeypatch) -> dict[str, Any]:
+    """Run the export's README "With transformers" block as printed, in ``workdir`` beside a cat.jpg; its variables."""
+    card = (folder / "README.md").read_text()
+    (code,) = re.findall(r"With transformers[^\n]*:\n\n```python\n(.*?)```", card, re.S)
+    _images()[0].save(workdir / "cat.jpg")
+    monkeypatch.chdir(workdir)
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    return namespace
 
 
 def test_a_clip_artifact_loads_in_transformers_with_equal_embeddings(clip_cache, tmp_path, monkeypatch):
@@ -48,6 +63,8 @@ def test_a_clip_artifact_loads_in_transformers_with_equal_embeddings(clip_cache,
     np.testing.assert_allclose(F.normalize(text, dim=-1).numpy(), ours_text, atol=1e-5)
     np.testing.assert_allclose(F.normalize(image, dim=-1).numpy(), ours_image, atol=1e-5)
     assert "library_name: transformers" in (tmp_path / "hf" / "README.md").read_text()
+    card = run_card_usage(tmp_path / "hf", tmp_path, monkeypatch)
+    np.testing.assert_allclose(card["texts"].numpy(), ours_text[:1], atol=1e-5)
 
 
 def test_a_projection_head_or_another_tower_is_refused(clip_cache, tmp_path):
@@ -84,6 +101,8 @@ def test_a_siglip_artifact_loads_in_transformers_with_equal_embeddings(tmp_path,
     ours_image = finetuner.encode(model, images, modality="image", precision="fp32")
     np.testing.assert_allclose(F.normalize(text, dim=-1).numpy(), ours_text, atol=1e-5)
     np.testing.assert_allclose(F.normalize(image, dim=-1).numpy(), ours_image, atol=1e-5)
+    card = run_card_usage(tmp_path / "hf", tmp_path, monkeypatch)  # no attention mask, texts padded to the full length
+    np.testing.assert_allclose(card["texts"].numpy(), ours_text[:1], atol=1e-5)
 
 
 def test_align_and_open_clip_models_are_refused_naming_what_works(tmp_path, monkeypatch):

@@ -248,9 +248,12 @@ def _transformers_usage(location: str, task: str, normalize: bool) -> str:
         "With transformers (5; in 4.x the features are the outputs themselves, without `.pooler_output`)",
         f"{TORCH_IMPORTS}\nfrom transformers import AutoModel, AutoProcessor\n\n"
         f'model = AutoModel.from_pretrained("{location}").eval()\nprocessor = AutoProcessor.from_pretrained("{location}")\n'
-        'inputs = processor(text=["a photo of a cat"], images=[Image.open("cat.jpg")], return_tensors="pt", padding=True)\n'
+        "# texts padded to the full length, as CLIP and SigLIP were trained; SigLIP's text tower saw no attention mask\n"
+        'inputs = processor(text=["a photo of a cat"], images=[Image.open("cat.jpg").convert("RGB")], return_tensors="pt",\n'
+        '                   padding="max_length", truncation=True)\n'
+        'mask = None if model.config.model_type.startswith("siglip") else inputs.get("attention_mask")\n'
         "with torch.no_grad():\n"
-        "    texts = model.get_text_features(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask).pooler_output\n"
+        "    texts = model.get_text_features(input_ids=inputs.input_ids, attention_mask=mask).pooler_output\n"
         "    images = model.get_image_features(pixel_values=inputs.pixel_values).pooler_output",
         normalized=("texts", "images") if normalize else (),
     )
