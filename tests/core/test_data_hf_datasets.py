@@ -61,6 +61,25 @@ def test_hard_negative_columns_and_a_column_mapping():
     assert data.queries == ["q1", "q2"] and data.negatives == [["n1", "m1"], ["n2", "m2"]]
 
 
+def test_a_list_column_of_negatives_gives_one_negative_per_item(caplog):
+    rows = {**PAIRS, "negatives": [["a dog", "a car"], ["pear", "lemon"]]}
+    with caplog.at_level(logging.INFO, logger="finetuner"):
+        data = load_data(datasets.Dataset.from_dict(rows))
+    assert data.negatives == [["a dog", "a car"], ["pear", "lemon"]] and data.num_negatives == 2
+    assert "with 2 hard negatives each" in caplog.text
+    assert load_data(rows).negatives == data.negatives  # the same from a dict of columns in memory
+    ragged = {**PAIRS, "negatives": [["a dog", "a car"], ["pear"]]}
+    with pytest.raises(
+        DataError,
+        match=r"<datasets.Dataset>, row 1: 'negatives' holds a list of 1, not a list of 2 negatives like the first list",
+    ):
+        load_data(datasets.Dataset.from_dict(ragged))
+    with pytest.raises(
+        DataError, match=r"row 0: 'negatives' holds str 'a dog', not a list of 1 negatives like the first list: every pair needs"
+    ):
+        load_data({**PAIRS, "negatives": ["a dog", ["pear"]]})
+
+
 def test_a_formatted_dataset_still_gives_plain_values():
     dataset = datasets.Dataset.from_dict({"a": ["x", "y"], "b": ["z", "w"], "score": [1.0, 0.5]}).with_format("numpy")
     data = load_data(dataset, kind="scored")

@@ -4,7 +4,9 @@ Conversion maps our roles (``query``/``document``, ``item``/``label``, ``a``/``b
 onto the table's columns, infers the kind when it is not given, parses scores, and turns
 image columns into checked :class:`pathlib.Path` objects. Pairs data also takes hard
 negatives: columns named like ``negative``, ``negative_2``, ``hard_negative``, ``neg1``, or
-every column after the first two of a table without names (tuples of 3 or more).
+every column after the first two of a table without names (tuples of 3 or more); a negative
+column whose cells are lists (``negatives`` in many Hugging Face data sets) gives one negative
+per list item.
 """
 
 from __future__ import annotations
@@ -276,7 +278,7 @@ def to_data(
         )
     values = {role: _convert_column(table, role, index) for role, index in mapping.items()}
     negatives = _negative_columns(table, mapping, negative_refs) if kind == "pairs" else []
-    data = _build(kind, values, table.source, [_convert_column(table, "negative", index) for index in negatives])
+    data = _build(kind, values, table.source, [column for index in negatives for column in _negative_values(table, index)])
     _log(table, data, mapping, inferred, negatives)
     return data
 
@@ -308,8 +310,25 @@ def _build(
     return ScoredData(a=values["a"], b=values["b"], scores=values["score"], source=source)
 
 
-def _convert_column(table: Table, role: str, index: int) -> list[Any]:
-    column = [row[index] for row in table.rows]
+def _negative_values(table: Table, index: int) -> list[list[Any]]:
+    """The negatives of column ``index``: itself, or, when its cells are lists, one column per list item."""
+    cells = [row[index] for row in table.rows]
+    if not any(isinstance(cell, (list, tuple)) for cell in cells):
+        return [_convert_column(table, "negative", index)]
+    width = len(next(cell for cell in cells if isinstance(cell, (list, tuple))))
+    for row, cell in enumerate(cells):
+        if not isinstance(cell, (list, tuple)) or not cell or len(cell) != width:
+            got = f"{type(cell).__name__} {cell!r}" if not isinstance(cell, (list, tuple)) else f"a list of {len(cell)}"
+            raise DataError(
+                f"{table.where(row)}: {table.describe_column(index)} holds {got}, not a list of {width} negatives like "
+                "the first list: every pair needs the same number of negatives"
+            )
+    return [_convert_column(table, "negative", index, [cell[item] for cell in cells]) for item in range(width)]
+
+
+def _convert_column(table: Table, role: str, index: int, column: list[Any] | None = None) -> list[Any]:
+    """Column ``index`` (or ``column``, values drawn from it) checked and converted for ``role``."""
+    column = [row[index] for row in table.rows] if column is None else column
     for row, value in enumerate(column):
         if _is_missing(value) or (isinstance(value, str) and not value.strip() and role != "score"):
             raise DataError(f"{table.where(row)}: empty {role!r} value ({table.describe_column(index)})")
@@ -384,7 +403,7 @@ def _log(
         used = ", ".join(f"{role}=column {index}" for role, index in roles)
     extra = f" in {len(set(data.labels)):,} classes" if isinstance(data, LabeledData) else ""
     if negatives:
-        extra = f" with {len(negatives)} hard negative{'s' if len(negatives) > 1 else ''} each"
+        extra = f" with {data.num_negatives} hard negative{'s' if data.num_negatives > 1 else ''} each"
     how = f"kind inferred: {data.kind}; force with kind=..." if inferred else f"kind: {data.kind}"
     logger.info(
         "read %s %s%s from %s (%s; columns %s)", f"{len(data):,}", DESCRIPTIONS[data.kind], extra, table.source, how, used
