@@ -121,7 +121,7 @@ class FitOptions:
     augment: bool | dict[str, Any] | None = option(
         None,
         "image towers: random resized crop, flip and colour jitter while training (timm's training transform); "
-        "a mapping sets timm's options (default: on for image-to-image models)",
+        "a mapping sets timm's options (default: off)",
     )
     wise_ft: float | None = option(
         None,
