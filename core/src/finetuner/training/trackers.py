@@ -137,7 +137,7 @@ class TensorBoardTracker(Tracker):
         if artifact_dir is not None:
             self.writer.add_text("artifact_dir", str(artifact_dir))
         if error is not None:
-            self.writer.add_text("error", f"{type(error).__name__}: {error}")
+            self.writer.add_text("error", _error_text(error))
         self.writer.close()
 
 
@@ -175,9 +175,14 @@ class MLflowTracker(Tracker):
         if artifact_dir is not None:
             self.client.set_tag(self.run_id, "artifact_dir", str(artifact_dir))
         if error is not None:
-            self.client.set_tag(self.run_id, "error", f"{type(error).__name__}: {error}")
+            self.client.set_tag(self.run_id, "error", _error_text(error))
         if self.own:
             mlflow.end_run(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED" if error else "FINISHED")
+
+
+def _error_text(error: BaseException) -> str:
+    """How a failed run records its error: ``RuntimeError: disk full``."""
+    return f"{type(error).__name__}: {error}"
 
 
 def _mlflow_name(name: str) -> str:
@@ -213,6 +218,6 @@ class WandbTracker(Tracker):
         if artifact_dir is not None:
             self.run.summary["artifact_dir"] = str(artifact_dir)
         if error is not None:
-            self.run.summary["error"] = f"{type(error).__name__}: {error}"
+            self.run.summary["error"] = _error_text(error)
         if self.own:
             self.run.finish(exit_code=1 if error is not None else None)
