@@ -81,6 +81,19 @@ SCENARIOS = {
         None,
         {"epochs": 1, "batch_size": 8},
     ),
+    # SigLIP's bias joins the model: DDP averages it, and GradCache by hand
+    "siglip": (
+        "dummy-text+dummy-image",
+        captioned_images,
+        None,
+        {"epochs": 1, "batch_size": 4, "output_dim": 8, "loss": "siglip"},
+    ),
+    "gradcache_siglip": (
+        "dummy-text+dummy-image",
+        captioned_images,
+        None,
+        {"epochs": 1, "batch_size": 4, "output_dim": 8, "mini_batch_size": 2, "loss": "siglip"},
+    ),
     "gradcache_clip": (
         "dummy-text+dummy-image",
         captioned_images,

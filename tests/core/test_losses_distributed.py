@@ -35,7 +35,7 @@ CASES = {
     "clip": (_loss("clip", task="text-to-image"), (4, 4)),
     "clip_uneven": (_loss("clip", task="text-to-image"), (5, 3)),
     "siglip": (_loss("siglip", task="text-to-image"), (4, 4)),
-    "siglip_uneven": (_loss("siglip", task="text-to-image", logit_scale=1.0, logit_bias=-2.0), (3, 5)),
+    "siglip_uneven": (_loss("siglip", task="text-to-image"), (3, 5)),
     "cosent": (_loss("cosent", kind="scored"), (3, 5)),
     "cosine": (_loss("cosine", kind="scored", score_range=(0, 5)), (3, 5)),
     "triplet_mined": (_loss("TripletMarginLoss", kind="labeled", miner="MultiSimilarityMiner", margin=0.3), (4, 4)),
@@ -68,9 +68,17 @@ def run_case(name: str, rank: int | None = None) -> dict:
     left = data["left"][rows].clone().requires_grad_()
     right = None if loss.kind == "labeled" else data["right"][rows].clone().requires_grad_()
     logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
-    value = loss(left, right, labels=data["labels"][rows], scores=data["scores"][rows], logit_scale=logit_scale)
+    logit_bias = nn.Parameter(torch.tensor(-2.0 if name.endswith("uneven") else -10.0))
+    value = loss(
+        left,
+        right,
+        labels=data["labels"][rows],
+        scores=data["scores"][rows],
+        logit_scale=logit_scale,
+        logit_bias=logit_bias,
+    )
     value.backward()
-    params = {"logit_scale": logit_scale, **dict(loss.named_parameters())}
+    params = {"logit_scale": logit_scale, "logit_bias": logit_bias, **dict(loss.named_parameters())}
     return {
         "loss": value.detach(),
         "grads": {"left": left.grad, **({"right": right.grad} if right is not None else {})},
@@ -137,9 +145,9 @@ def test_distributed_loss_equals_the_full_batch_loss(ranks, name):
                 close(r[name]["params"][param], grad)  # loss parameters stay in sync without DDP
 
 
-def test_the_clip_temperature_and_arcface_weights_get_gradients(ranks):
+def test_the_temperature_the_siglip_bias_and_arcface_weights_get_gradients(ranks):
     assert set(ranks[0]["clip"]["params"]) == {"logit_scale"}
-    assert set(ranks[0]["siglip"]["params"]) == {"module.logit_scale", "module.logit_bias"}  # not the model's
+    assert set(ranks[0]["siglip"]["params"]) == {"logit_scale", "logit_bias"}  # the model's, as ClipLoss's temperature
     assert {"module.loss.W"} <= set(ranks[0]["arcface"]["params"])
 
 

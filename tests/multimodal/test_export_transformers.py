@@ -82,6 +82,7 @@ def test_a_siglip_artifact_loads_in_transformers_with_equal_embeddings(tmp_path,
     model = finetuner.build_model(f"hf-clip:{write_tiny_siglip(tmp_path / 'siglip')}")
     with torch.no_grad():
         model.logit_scale.fill_(3.3)  # as if training had moved it
+        model.logit_bias.fill_(-7.5)
         model.tower("image").vision_model.head.mlp.fc2.weight.mul_(1.5)  # and the weights
     finetuner.save(model, tmp_path / "artifact")
     assert main(["export", "--transformers", str(tmp_path / "artifact"), "-o", str(tmp_path / "hf")]) == 0
@@ -90,6 +91,7 @@ def test_a_siglip_artifact_loads_in_transformers_with_equal_embeddings(tmp_path,
     siglip = SiglipModel.from_pretrained(tmp_path / "hf").eval()
     assert type(AutoModel.from_pretrained(tmp_path / "hf")) is SiglipModel
     assert float(siglip.logit_scale.detach()) == pytest.approx(3.3)
+    assert float(siglip.logit_bias.detach()) == pytest.approx(-7.5)
     # SigLIP's convention: texts padded to the full length, no attention mask
     tokens = AutoTokenizer.from_pretrained(tmp_path / "hf")(TEXTS, padding="max_length", return_tensors="pt")
     images = _images()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import finetuner
 from finetuner.losses import default_loss
 from tests.hubcache import use_hf_home
 from tests.multimodal.tiny_clip import write_tiny_clip
-from tests.multimodal.tiny_dual import LOGIT_SCALE, MAX_POSITIONS, write_tiny_align, write_tiny_siglip
+from tests.multimodal.tiny_dual import LOGIT_BIAS, LOGIT_SCALE, MAX_POSITIONS, write_tiny_align, write_tiny_siglip
 
 TEXTS = ["a photo of a cat", "a red car", "dog"]
 
@@ -59,14 +60,17 @@ def test_siglip_keeps_its_conventions_and_trains_with_its_loss_by_default(folder
     model = finetuner.build_model(f"hf-clip:{folders['siglip']}")
     reference = SiglipModel.from_pretrained(folders["siglip"])
     assert float(model.logit_scale.detach()) == pytest.approx(LOGIT_SCALE)
-    # every weight is held once: the towers plus the temperature are the model without its bias
-    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters()) - 1
+    assert float(model.logit_bias.detach()) == float(reference.logit_bias.detach()) == LOGIT_BIAS  # fine-tuning starts from it
+    # every weight is held once: the towers, the temperature and the bias are the model
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())
     # SigLIP was trained on texts padded to the full length, without an attention mask
     features = model.tower("text").preprocess(TEXTS)
     assert list(features) == ["input_ids"] and features["input_ids"].shape == (3, MAX_POSITIONS)
     assert model.tower("image").preprocess(_images())["pixel_values"].shape == (2, 3, 32, 32)
     assert default_loss("pairs", model.task, model) == "SigLIPLoss"
     naflex = finetuner.build_model(f"hf-clip:{folders['siglip2']}", pretrained=False)
+    # at random init: SigLIP's initial temperature and bias, not transformers' zeros
+    assert (float(naflex.logit_scale.detach()), float(naflex.logit_bias.detach())) == pytest.approx((math.log(10), -10))
     assert set(naflex.tower("image").preprocess(_images())) == {"pixel_values", "pixel_attention_mask", "spatial_shapes"}
     assert default_loss("pairs", naflex.task, naflex) == "SigLIPLoss"
 
@@ -90,7 +94,9 @@ def test_every_weight_gets_a_gradient_as_ddp_requires(folders, family):
     texts = model(model.tower("text").preprocess(TEXTS[:2]), "text")
     images = model(model.tower("image").preprocess(_images()), "image")
     (texts @ images.T).sum().backward()
-    assert [n for n, p in model.named_parameters() if n != "logit_scale" and p.grad is None] == []
+    assert [
+        n for n, p in model.named_parameters() if n not in ("logit_scale", "logit_bias") and p.grad is None
+    ] == []  # the loss uses those two
 
 
 @pytest.mark.parametrize("family", ["siglip", "clip"])

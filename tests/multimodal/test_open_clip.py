@@ -55,12 +55,15 @@ def test_every_weight_gets_a_gradient_as_ddp_requires(empty_cache):
     texts = model(model.tower("text").preprocess(TEXTS[:2]), "text")
     images = model(model.tower("image").preprocess(_images()), "image")
     (texts @ images.T).sum().backward()
-    assert [n for n, p in model.named_parameters() if n != "logit_scale" and p.grad is None] == []
+    assert [
+        n for n, p in model.named_parameters() if n not in ("logit_scale", "logit_bias") and p.grad is None
+    ] == []  # the loss uses those two
 
 
 def test_a_sigmoid_trained_architecture_trains_with_the_siglip_loss(empty_cache):
     model = finetuner.build_model("open_clip/Tiny-sigmoid-test", pretrained=False)
     assert float(model.logit_scale.detach()) == pytest.approx(math.log(10.0))
+    assert float(model.logit_bias.detach()) == pytest.approx(-10.0)  # the architecture's initial bias
     assert default_loss("pairs", model.task, model) == "SigLIPLoss"
 
 

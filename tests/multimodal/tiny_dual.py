@@ -13,6 +13,7 @@ WORDS = ("a", "photo", "of", "cat", "dog", "red", "car")
 MAX_POSITIONS = 16
 IMAGE_SIZE = 32
 LOGIT_SCALE = 2.5  # not the init of SiglipModel, so a test can see it travel with the model
+LOGIT_BIAS = -6.5  # nor is this its bias
 
 
 def write_word_tokenizer(folder: Path) -> tuple[int, int]:
@@ -55,6 +56,7 @@ def write_tiny_siglip(folder: Path, *, dim: int = 48, model_type: str = "siglip"
         model = AutoModel.from_config(config)
         with torch.no_grad():
             model.logit_scale.fill_(LOGIT_SCALE)
+            model.logit_bias.fill_(LOGIT_BIAS)
         model.save_pretrained(folder)
     else:
         config.save_pretrained(folder)

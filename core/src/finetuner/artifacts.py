@@ -168,6 +168,7 @@ def load(directory: str | Path) -> Any:
     except (ValueError, TypeError) as exc:
         raise ArtifactError(f"{directory / CONFIG_FILE} describes no model that can be built: {exc}") from exc
     try:
+        _match_logits(model, str(weights))
         if lora is None:
             load_model(model, str(weights), strict=True)
         else:
@@ -193,6 +194,18 @@ def load(directory: str | Path) -> Any:
     _restore_truncation(model, config, directory / CONFIG_FILE)
     _restore_prompts(model, config, directory / CONFIG_FILE)
     return model
+
+
+def _match_logits(model: Any, weights: str) -> None:
+    """Give the model the SigLIP bias its weights hold (SigLIPLoss adds one), or none where they hold none."""
+    from safetensors import safe_open
+
+    with safe_open(weights, "pt") as saved:
+        held = "logit_bias" in saved.keys()
+    if held:
+        model.add_logit_bias()  # and a temperature where it had none; the weights give their values
+    else:
+        model.logit_bias = None  # the backbone has one, but the artifact predates finetuner keeping it
 
 
 def _restore_prompts(model: Any, config: dict[str, Any], path: Path) -> None:

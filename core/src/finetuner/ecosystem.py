@@ -11,8 +11,8 @@
   the model normalises; ``config_sentence_transformers.json`` with the model's prompts.
   ``SentenceTransformer(folder)`` gives the model's embeddings.
 - ``transformers``: a folder ``from_pretrained`` loads. A CLIP or SigLIP model's two towers make
-  one ``CLIPModel`` or ``SiglipModel`` (with its learned ``logit_scale``; SigLIP's ``logit_bias``
-  is not kept by finetuner, so it loads as 0); its text and image features, L2-normalised
+  one ``CLIPModel`` or ``SiglipModel`` (with the learned ``logit_scale``, and SigLIP's learned
+  ``logit_bias``); its text and image features, L2-normalised
   when the model normalises, are the model's embeddings. A projection head has no place there.
 - ``timm`` (one image tower): the backbone's weights and a timm ``config.json`` (``architecture``,
   ``num_classes`` 0, ``pretrained_cfg`` with the preprocessing); ``timm.create_model(
@@ -221,7 +221,7 @@ def _write_dense(linear: torch.nn.Linear, folder: Path) -> None:
 
 
 def _transformers(model: EmbeddingModel, folder: Path) -> dict[str, torch.Tensor]:
-    """Every tower's part of one transformers model, and the two-tower model's ``logit_scale``."""
+    """Every tower's part of one transformers model, with the model's ``logit_scale`` and ``logit_bias`` where a part has them."""
     weights: dict[str, torch.Tensor] = {}
     for modality, tower in model.towers.items():
         part = tower.export_files(folder, "transformers")
@@ -229,9 +229,10 @@ def _transformers(model: EmbeddingModel, folder: Path) -> dict[str, torch.Tensor
         if clash:
             raise ExportError(f"the {modality} tower writes weights another tower wrote too ({', '.join(clash[:3])})")
         weights.update(part)
-    if model.logit_scale is not None:  # a scalar, or in the shape a tower's part gives it (SigLIP's [1])
-        shape = weights["logit_scale"].shape if "logit_scale" in weights else ()
-        weights["logit_scale"] = model.logit_scale.detach().reshape(shape)
+    for name in ("logit_scale", "logit_bias"):
+        value = getattr(model, name)
+        if name in weights and value is not None:  # in the shape the part gives it (SigLIP's [1])
+            weights[name] = value.detach().reshape(weights[name].shape)
     return weights
 
 

@@ -5,7 +5,8 @@ Build one with :func:`build_loss` (``None`` picks :func:`default_loss`)::
     loss = build_loss(name_or_module, kind=data.kind, task=model.task,
                       embedding_size=model.output_dim, num_classes=len(label_index))
     loss.to(device)
-    value = loss(left, right, labels=labels, scores=scores, logit_scale=model.logit_scale)
+    value = loss(left, right, labels=labels, scores=scores,
+                 logit_scale=model.logit_scale, logit_bias=model.logit_bias)
 
 The returned :class:`Loss` is called the same way for every loss (``loss.compute(...)`` is the
 same call). Embeddings are what ``EmbeddingModel`` returns (normalised or not: the built-in
@@ -17,15 +18,17 @@ kind       call                                built-in names (aliases)
 pairs      ``loss(queries, documents,          MultipleNegativesRankingLoss (mnrl,
            logit_scale=model.logit_scale)``    infonce, in-batch); ClipLoss (clip),
            (text-to-image: texts, images)      which needs the model's logit_scale;
-                                               SigLIPLoss (siglip, sigmoid)
+                                               SigLIPLoss (siglip, sigmoid), which
+                                               needs its logit_scale and logit_bias
 labeled    ``loss(items, labels=int_tensor)``  any pytorch-metric-learning loss, e.g.
                                                TripletMarginLoss, ArcFaceLoss, SupConLoss
 scored     ``loss(a, b, scores=float_tensor)`` CoSENTLoss (cosent),
                                                CosineSimilarityLoss (cosine)
 =========  ==================================  ======================================
 
-``logit_scale`` may always be passed (``None`` for one-tower models): losses that do not use
-it ignore it. Labels are class indices stable over the run (map label strings once).
+``logit_scale`` and ``logit_bias`` may always be passed (``None`` where the model has none):
+losses that do not use them ignore them (``model.add_logit_bias()`` gives a model both).
+Labels are class indices stable over the run (map label strings once).
 ``CosineSimilarityLoss`` takes ``score_range=(min, max)`` (e.g. the training data's range).
 ``MatryoshkaLoss`` (matryoshka) wraps any of them: ``build_loss("MatryoshkaLoss", loss="mnrl",
 matryoshka_dims=(384, 256, 128, 64), ...)`` sums the inner loss over those truncations (the

@@ -56,9 +56,9 @@ def unknown_name(what: str, name: str, keys: Mapping[str, str], valid: Iterable[
     return error
 
 
-def takes_logit_scale(module: nn.Module) -> bool:
-    """Whether the module's forward has a ``logit_scale`` parameter (CLIP-style losses)."""
-    return "logit_scale" in inspect.signature(module.forward).parameters
+def takes_input(module: nn.Module, name: str) -> bool:
+    """Whether the module's forward has a parameter ``name`` (``logit_scale``: CLIP and SigLIP; ``logit_bias``: SigLIP)."""
+    return name in inspect.signature(module.forward).parameters
 
 
 def negatives_refused(name: str) -> str:
@@ -72,12 +72,14 @@ def negatives_refused(name: str) -> str:
 class Loss(nn.Module):
     """A loss ready for the training loop: one call shape for every data kind.
 
-    ``loss(left, right=None, *, labels=None, scores=None, logit_scale=None)`` (also spelt
-    ``loss.compute(...)``) returns an fp32 scalar:
+    ``loss(left, right=None, *, labels=None, scores=None, logit_scale=None, logit_bias=None)``
+    (also spelt ``loss.compute(...)``) returns an fp32 scalar:
 
     * ``kind == "pairs"``: ``left`` = query (or text) embeddings, ``right`` = document (or
-      image) embeddings, row ``i`` of each is a matching pair. ``logit_scale`` is the model's
-      ``logit_scale`` parameter; losses that do not use it ignore it, so always pass it.
+      image) embeddings, row ``i`` of each is a matching pair. ``logit_scale`` and
+      ``logit_bias`` are the model's parameters of those names (:attr:`uses_logit_scale`,
+      :attr:`uses_logit_bias` say whether the loss uses them); losses that do not use them
+      ignore them, so always pass them.
       ``negatives`` = hard-negative embeddings ``[N * k, dim]``, pair ``i``'s ``k`` in rows
       ``i * k`` onwards, for losses that take them (:attr:`takes_negatives`); ``groups`` = an
       integer per pair, equal for pairs of the same query, whose documents are then never each
@@ -98,7 +100,8 @@ class Loss(nn.Module):
         self.module = module
         self.name = name
         self.kind = kind
-        self.uses_logit_scale = module.uses_logit_scale if isinstance(module, Loss) else takes_logit_scale(module)
+        self.uses_logit_scale = module.uses_logit_scale if isinstance(module, Loss) else takes_input(module, "logit_scale")
+        self.uses_logit_bias = module.uses_logit_bias if isinstance(module, Loss) else takes_input(module, "logit_bias")
 
     def takes(self, argument: str) -> bool:
         """Whether the loss uses the pairs' ``argument`` (``"negatives"`` or ``"groups"``)."""
@@ -124,6 +127,7 @@ class Loss(nn.Module):
         labels: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
         logit_scale: torch.Tensor | None = None,
+        logit_bias: torch.Tensor | None = None,
         negatives: torch.Tensor | None = None,
         groups: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -149,7 +153,11 @@ class Loss(nn.Module):
         if self.uses_logit_scale:
             if logit_scale is None:
                 raise ValueError(f"{self.name} needs the model's logit_scale= (two-tower models have one)")
-            return self.module(left, right, logit_scale=logit_scale, **extra)
+            extra["logit_scale"] = logit_scale
+        if self.uses_logit_bias:
+            if logit_bias is None:
+                raise ValueError(f"{self.name} needs the model's logit_bias= (model.add_logit_bias() gives it one)")
+            extra["logit_bias"] = logit_bias
         return self.module(left, right, **extra)
 
     def compute(self, left: torch.Tensor, right: torch.Tensor | None = None, **inputs: torch.Tensor | None) -> torch.Tensor:

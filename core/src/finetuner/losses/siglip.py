@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,25 +16,31 @@ class SigLIPLoss(nn.Module):
 
     ``-1/N * sum over i, j of log sigmoid(z_ij * (exp(t') * cosine_ij + b))`` with ``z_ij = 1``
     for a matching pair (``i == j``) and -1 otherwise, N the number of pairs. The log
-    temperature t' (``logit_scale``) and the bias b (``logit_bias``) are the loss's own
-    parameters, initialised at log 10 and -10 as in the paper, so the loss reports
-    ``needs_optimizer``. Under ``torch.distributed`` each rank scores its own texts against
-    every rank's images, so each pair of the global batch counts once.
+    temperature t' (``logit_scale``) and the bias b (``logit_bias``) are the model's, as
+    ClipLoss's temperature is: a pretrained SigLIP starts from the values it learned, and
+    fit gives a model without them SigLIP's initial log 10 and -10
+    (:meth:`~finetuner.models.EmbeddingModel.add_logit_bias`). Under ``torch.distributed``
+    each rank scores its own texts against every rank's images, so each pair of the global
+    batch counts once.
     """
 
     kinds = ("pairs",)
 
-    def __init__(self, logit_scale: float = math.log(10.0), logit_bias: float = -10.0) -> None:
-        super().__init__()
-        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
-        self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias)))
-
     @fp32
-    def forward(self, text_emb: torch.Tensor, image_emb: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        text_emb: torch.Tensor,
+        image_emb: torch.Tensor,
+        *,
+        logit_scale: torch.Tensor | float,
+        logit_bias: torch.Tensor | float,
+    ) -> torch.Tensor:
         check_pairs(text_emb, image_emb)
         texts, images = F.normalize(text_emb, dim=-1), F.normalize(image_emb, dim=-1)
         batch = gather_batch(images)
-        logits = self.logit_scale.exp() * texts @ batch.tensors[0].T + self.logit_bias
+        scale = torch.as_tensor(logit_scale, dtype=torch.float32, device=texts.device).exp()
+        bias = torch.as_tensor(logit_bias, dtype=torch.float32, device=texts.device)
+        logits = scale * texts @ batch.tensors[0].T + bias
         rows = torch.arange(texts.shape[0], device=texts.device)
         signs = -torch.ones_like(logits)
         signs[rows, rows + batch.offset] = 1.0

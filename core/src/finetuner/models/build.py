@@ -15,8 +15,10 @@ from finetuner.registry import get_spec
 WEIGHT_OPTIONS = ("pretrained", "weights", "local_dir")
 
 
-def build_towers(name: str, *, pretrained: bool = True, **options: Any) -> tuple[dict[str, Tower], float | None, dict[str, Any]]:
-    """Build one backbone: its towers, its initial logit scale (two-tower backbones) and its source record."""
+def build_towers(
+    name: str, *, pretrained: bool = True, **options: Any
+) -> tuple[dict[str, Tower], dict[str, float], dict[str, Any]]:
+    """Build one backbone: its towers, its initial logit_scale and logit_bias (where it has them) and its source record."""
     local_dir = options.get("local_dir")
     spec = get_spec(name, str(local_dir) if local_dir is not None else None)
     builder = _builder(spec, name)
@@ -33,9 +35,9 @@ def build_towers(name: str, *, pretrained: bool = True, **options: Any) -> tuple
         raise _builder_failed(spec, name, exc) from exc
     if isinstance(built, EmbeddingModel):
         towers = dict(built.towers.items())
-        logit_scale = float(built.logit_scale.detach()) if built.logit_scale is not None else None
+        logits = {n: float(p.detach()) for n in ("logit_scale", "logit_bias") if (p := getattr(built, n)) is not None}
     elif isinstance(built, Tower):
-        towers, logit_scale = {built.modality: built}, None
+        towers, logits = {built.modality: built}, {}
     else:
         raise PluginError(f"plugin {spec.plugin!r} built {type(built).__name__} for {name!r}, not a Tower or EmbeddingModel")
     for modality, tower in towers.items():
@@ -51,7 +53,7 @@ def build_towers(name: str, *, pretrained: bool = True, **options: Any) -> tuple
         "modalities": list(towers),
         "base_model": next((t.base_model for t in towers.values() if t.base_model), None),
     }
-    return towers, logit_scale, source
+    return towers, logits, source
 
 
 def build_model(
@@ -80,8 +82,8 @@ def build_model(
         return build_two_tower(
             *name.split("+", 1), output_dim=output_dim, normalize=normalize, freeze=freeze, pretrained=pretrained, **options
         )
-    towers, logit_scale, source = build_towers(name, pretrained=pretrained, **options)
-    model = EmbeddingModel(towers, sources=[source], output_dim=output_dim, normalize=normalize, logit_scale=logit_scale)
+    towers, logits, source = build_towers(name, pretrained=pretrained, **options)
+    model = EmbeddingModel(towers, sources=[source], output_dim=output_dim, normalize=normalize, **logits)
     model.freeze(freeze)
     return model
 

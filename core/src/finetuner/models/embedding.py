@@ -14,13 +14,18 @@ from finetuner.errors import OptionError, UnknownNameError
 from finetuner.models.tower import Tower
 
 CLIP_INITIAL_LOGIT_SCALE = math.log(1 / 0.07)
+SIGLIP_INITIAL_LOGIT_SCALE = math.log(10.0)  # SigLIP's paper, for a temperature and bias trained from scratch
+SIGLIP_INITIAL_LOGIT_BIAS = -10.0
 
 
 class EmbeddingModel(nn.Module):
     """Towers keyed by modality, then an optional projection per tower, then L2 normalisation.
 
     ``sources`` records which backbones (name, plugin, build options, modalities) the towers
-    came from, so an artifact can rebuild the same architecture offline.
+    came from, so an artifact can rebuild the same architecture offline. A two-tower model has a
+    learnable ``logit_scale`` (log inverse temperature: ClipLoss and SigLIPLoss scale cosines by
+    its exp); ``logit_bias`` is SigLIP's learned bias, present when the backbone has one or
+    SigLIPLoss trained the model (:meth:`add_logit_bias`), else None.
     """
 
     def __init__(
@@ -31,6 +36,7 @@ class EmbeddingModel(nn.Module):
         output_dim: int | None = None,
         normalize: bool = True,
         logit_scale: float | None = None,
+        logit_bias: float | None = None,
     ) -> None:
         super().__init__()
         self.towers = nn.ModuleDict(dict(towers))
@@ -46,9 +52,22 @@ class EmbeddingModel(nn.Module):
             )
         else:
             self.logit_scale = None
+        self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias))) if logit_bias is not None else None
         self.lora: dict[str, Any] | None = None  # LoRA settings and adapted layers by tower, when adapted (finetuner.lora)
         self.matryoshka_dims: tuple[int, ...] | None = None  # the truncations it was trained for (MatryoshkaLoss)
         self.quantization_ranges: dict[int, Any] = {}  # int8/uint8 ranges ([2, dim] arrays) by dim (finetuner.calibrate)
+
+    def add_logit_bias(self, logit_bias: float = SIGLIP_INITIAL_LOGIT_BIAS) -> None:
+        """Give the model a SigLIP bias, and a temperature where it has none (one tower), at SigLIP's initial values.
+
+        SigLIPLoss scores with the model's ``logit_scale`` and ``logit_bias``; fit calls this for
+        a model without them, so what the loss learns is the model's and travels with it.
+        """
+        device = next(self.parameters()).device
+        if self.logit_scale is None:
+            self.logit_scale = nn.Parameter(torch.tensor(SIGLIP_INITIAL_LOGIT_SCALE, device=device))
+        if self.logit_bias is None:
+            self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias), device=device))
 
     @property
     def modalities(self) -> list[str]:

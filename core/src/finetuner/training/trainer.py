@@ -83,6 +83,8 @@ class Trainer:
         self.mini_batch_size = _mini_batch_size(opts.mini_batch_size, self.loss)  # GradCache when set
         if opts.gradient_checkpointing:
             self._gradient_checkpointing(True)
+        if self.loss.uses_logit_bias and model.logit_bias is None:
+            model.add_logit_bias()  # what SigLIPLoss learns is the model's: artifact and export keep it
         augmenting = augmentations(model, [side.modality for side in self.sides], opts.augment)
         scales = layer_scales(model, opts.layer_decay) if opts.layer_decay is not None else None
         prepare(model, self.device)
@@ -129,12 +131,14 @@ class Trainer:
         if self.loss.needs_optimizer:
             lr = opts.loss_learning_rate or opts.learning_rate * self.loss.lr_multiplier
             self.loss_optimizer = build_optimizer(opts.optimizer, self.loss.parameters(), learning_rate=lr, weight_decay=0.0)
-        # DDP averages the model's gradients; the temperature joins only when the loss uses it
-        scale_unused = model.logit_scale is not None and not (train.kind == "pairs" and self.loss.uses_logit_scale)
-        # GradCache backpropagates the loss outside DDP's forward: the temperature's gradient is averaged by hand
-        self.scale_by_hand = model.logit_scale is not None and not scale_unused and self.mini_batch_size is not None
+        # DDP averages the model's gradients; the temperature and bias join only when the loss uses them
+        logits = {"logit_scale": self.loss.uses_logit_scale, "logit_bias": self.loss.uses_logit_bias}
+        present = [name for name in logits if getattr(model, name) is not None]
+        used = [name for name in present if train.kind == "pairs" and logits[name]]
+        # GradCache backpropagates the loss outside DDP's forward: their gradients are averaged by hand
+        self.by_hand = [getattr(model, name) for name in used] if self.mini_batch_size is not None else []
         self.embed_step = _EmbedStep(model)
-        ignored = ["model.logit_scale"] if scale_unused or self.scale_by_hand else ()
+        ignored = [f"model.{name}" for name in present if name not in used or self.by_hand]
         self.step_module = dist.wrap(self.embed_step, ignore=ignored)
         # what WiSE-FT interpolates with: taken once DDP made every rank's weights rank 0's, before a resume loads others
         self.start_weights = tower_weights(model) if opts.wise_ft is not None else None
@@ -464,14 +468,19 @@ class Trainer:
         negatives = torch.stack(embeddings[2:], dim=1).flatten(0, 1) if len(embeddings) > 2 else None  # pair-major rows
         groups = batch.groups.to(self.device) if batch.groups is not None else None
         return self.loss.compute(
-            embeddings[0], embeddings[1], logit_scale=self.model.logit_scale, negatives=negatives, groups=groups
+            embeddings[0],
+            embeddings[1],
+            logit_scale=self.model.logit_scale,
+            logit_bias=self.model.logit_bias,
+            negatives=negatives,
+            groups=groups,
         )
 
     def _optimizer_step(self) -> None:
         if self.loss_optimizer is not None:
             self.dist.average_gradients(self.loss.parameters())  # DDP does not own the loss's weights
-        if self.scale_by_hand:
-            self.dist.average_gradients([self.model.logit_scale])
+        if self.by_hand:
+            self.dist.average_gradients(self.by_hand)
         if self.opts.max_grad_norm:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.opts.max_grad_norm)
         for optimizer in (self.optimizer, self.loss_optimizer):

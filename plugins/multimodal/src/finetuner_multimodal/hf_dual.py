@@ -1,8 +1,8 @@
 """Load a transformers dual encoder (CLIP, SigLIP, SigLIP 2, ALIGN) and split it into a text and an image tower.
 
 The text tower keeps ``text_model`` (and ``text_projection`` where the family has one), the
-image tower ``vision_model`` (and ``visual_projection``); the learned temperature goes to the
-EmbeddingModel, so every weight the towers use is held once.
+image tower ``vision_model`` (and ``visual_projection``); the learned temperature (and SigLIP's bias)
+go to the EmbeddingModel, so every weight the towers use is held once.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
 from finetuner.models import EmbeddingModel
+from finetuner.models.embedding import SIGLIP_INITIAL_LOGIT_BIAS, SIGLIP_INITIAL_LOGIT_SCALE
 from finetuner_multimodal.hf_clip import check_model_type, embedding_dim, not_available
 from finetuner_multimodal.towers import FAMILIES, DualImageTower, DualTextTower
 
@@ -30,6 +31,10 @@ def load_dual(source: str, files: str, *, pretrained: bool, local_files_only: bo
             raise not_available(files, f"no weights ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r})") from exc
     else:
         model = AutoModel.from_config(config)
+        if family.loss == "SigLIPLoss":  # transformers zeroes them (a placeholder for loaded weights)
+            with torch.no_grad():  # SigLIP trains from scratch at these
+                model.logit_scale.fill_(SIGLIP_INITIAL_LOGIT_SCALE)
+                model.logit_bias.fill_(SIGLIP_INITIAL_LOGIT_BIAS)
     if family.first_token:
         model.text_model.pooler = None  # its output is unused, and under DDP every weight must get a gradient
     tokenizer = _load(AutoTokenizer, files, local_files_only, "tokenizer files")
@@ -54,7 +59,12 @@ def embedding_model(model: nn.Module, tokenizer: Any, processor: Any, *, name: s
         model.text_model, projections[0], tokenizer, config, output_dim=dim, max_length=max_length, family=family
     )
     image = DualImageTower(model.vision_model, projections[1], processor, config, output_dim=dim, family=family)
-    return EmbeddingModel({"text": text, "image": image}, logit_scale=_logit_scale(model))
+    bias = getattr(model, "logit_bias", None)  # SigLIP's learned bias
+    return EmbeddingModel(
+        {"text": text, "image": image},
+        logit_scale=_logit_scale(model),
+        logit_bias=float(bias.detach().reshape(())) if bias is not None else None,
+    )
 
 
 def _load(cls: Any, files: str, local_files_only: bool, what: str) -> Any:

@@ -140,12 +140,13 @@ def load_open_clip(architecture: str, tag: str | None, *, pretrained: bool, loca
     }
     default_loss = "SigLIPLoss" if config["model_cfg"].get("init_logit_bias") is not None else None
     logit_scale = float(model.logit_scale.detach())
+    logit_bias = float(model.logit_bias.detach()) if model.logit_bias is not None else None  # sigmoid-trained ones
     visual = model.visual
     del model.visual, model.logit_scale, model.logit_bias
     dim = int(config["model_cfg"]["embed_dim"])
     text = OpenClipTextTower(TextEncoder(model), tokenizer, config, output_dim=dim, default_loss=default_loss)
     image = OpenClipImageTower(visual, config, output_dim=dim, default_loss=default_loss)
-    return EmbeddingModel({"text": text, "image": image}, logit_scale=logit_scale)
+    return EmbeddingModel({"text": text, "image": image}, logit_scale=logit_scale, logit_bias=logit_bias)
 
 
 def _saved_config(local_dir: str | Path | None) -> dict[str, Any] | None:

@@ -34,15 +34,18 @@ class Family(NamedTuple):
     attention_mask: bool  # False: the text encoder sees no mask, as SigLIP was trained
     max_length: int | None  # the text length convention (None: the model's positions)
     loss: str | None  # the loss that fits the model's training, when not the task's default
-    export_formats: tuple[str, ...]  # ("transformers",): the transformers model takes the towers' weights and logit_scale
-    logit_scale_shape: tuple[int, ...]  # the shape the transformers model stores logit_scale in
+    export_formats: tuple[str, ...]  # ("transformers",): the transformers model takes the towers' weights and logits
+    logits: dict[str, tuple[int, ...]]  # the transformers model's logit_scale (and SigLIP's logit_bias) by their shapes
 
 
+SIGLIP_LOGITS = {"logit_scale": (1,), "logit_bias": (1,)}
 FAMILIES = {
-    "clip": Family("text_projection", "visual_projection", False, "longest", True, None, None, ("transformers",), ()),
-    "siglip": Family(None, None, False, "max_length", False, None, "SigLIPLoss", ("transformers",), (1,)),
-    "siglip2": Family(None, None, False, "max_length", False, None, "SigLIPLoss", ("transformers",), (1,)),
-    "align": Family("text_projection", None, True, "max_length", True, 64, None, (), ()),  # it learns a temperature instead
+    "clip": Family(
+        "text_projection", "visual_projection", False, "longest", True, None, None, ("transformers",), {"logit_scale": ()}
+    ),
+    "siglip": Family(None, None, False, "max_length", False, None, "SigLIPLoss", ("transformers",), SIGLIP_LOGITS),
+    "siglip2": Family(None, None, False, "max_length", False, None, "SigLIPLoss", ("transformers",), SIGLIP_LOGITS),
+    "align": Family("text_projection", None, True, "max_length", True, 64, None, (), {}),  # it learns a temperature instead
 }
 
 
@@ -122,8 +125,9 @@ class DualTextTower(_DualTower):
         set_layer_checkpointing(self, self.text_model, enabled)
 
     def export_files(self, directory: Path, fmt: str) -> dict[str, torch.Tensor]:
-        """As the image tower's, with a ``logit_scale`` of the model's shape, whose value finetuner fills in."""
-        return {**super().export_files(directory, fmt), "logit_scale": torch.zeros(self.family.logit_scale_shape)}
+        """As the image tower's, with the model's ``logit_scale`` (and ``logit_bias``) in its shape; finetuner fills in their values."""
+        logits = {name: torch.zeros(shape) for name, shape in self.family.logits.items()}
+        return {**super().export_files(directory, fmt), **logits}
 
     def save_files(self, directory: Path) -> None:
         self.tokenizer.save_pretrained(directory)
