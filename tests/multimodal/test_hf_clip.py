@@ -152,3 +152,20 @@ def test_siglip_trains_with_its_own_loss(folders):
     )
     assert [h["loss"] for h in tuned.history if "loss" in h] and all(np.isfinite(h["loss"]) for h in tuned.history if "loss" in h)
     assert not torch.equal(tuned.tower("image").vision_model.embeddings.patch_embedding.weight, before)
+
+
+def test_a_siglip_artifact_keeps_its_bias_and_one_saved_before_finetuner_kept_it_still_loads(folders, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = finetuner.build_model(f"hf-clip:{folders['siglip']}")
+    with torch.no_grad():
+        model.logit_bias.fill_(-3.25)  # as if training had moved it
+    artifact = finetuner.save(model, tmp_path / "artifact")
+    assert float(finetuner.load(artifact).logit_bias.detach()) == -3.25
+    weights = load_file(artifact / "model.safetensors")
+    del weights["logit_bias"]  # what an artifact written before finetuner kept the bias holds
+    save_file(weights, artifact / "model.safetensors")
+    older = finetuner.load(artifact)
+    assert older.logit_bias is None
+    ours = finetuner.encode(model, TEXTS, modality="text", precision="fp32")
+    np.testing.assert_allclose(finetuner.encode(older, TEXTS, modality="text", precision="fp32"), ours, atol=1e-6)
