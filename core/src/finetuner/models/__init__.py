@@ -4,8 +4,18 @@ With :mod:`finetuner`, this is the API plugins build on: every other module is i
 """
 
 from finetuner.models.augment import ImageAugmentation
-from finetuner.models.embedding import EmbeddingModel
+from finetuner.models.embedding import SIGLIP_INITIAL_LOGIT_BIAS, SIGLIP_INITIAL_LOGIT_SCALE, EmbeddingModel
 from finetuner.models.pooling import TOKEN_POOLINGS, GeM, TokenPooling, pool_tokens
 from finetuner.models.tower import Tower
 
-__all__ = ["TOKEN_POOLINGS", "EmbeddingModel", "GeM", "ImageAugmentation", "TokenPooling", "Tower", "pool_tokens"]
+__all__ = [
+    "SIGLIP_INITIAL_LOGIT_BIAS",
+    "SIGLIP_INITIAL_LOGIT_SCALE",
+    "TOKEN_POOLINGS",
+    "EmbeddingModel",
+    "GeM",
+    "ImageAugmentation",
+    "TokenPooling",
+    "Tower",
+    "pool_tokens",
+]

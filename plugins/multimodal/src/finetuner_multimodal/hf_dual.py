@@ -13,8 +13,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
-from finetuner.models import EmbeddingModel
-from finetuner.models.embedding import SIGLIP_INITIAL_LOGIT_BIAS, SIGLIP_INITIAL_LOGIT_SCALE
+from finetuner.models import SIGLIP_INITIAL_LOGIT_BIAS, SIGLIP_INITIAL_LOGIT_SCALE, EmbeddingModel
 from finetuner_multimodal.hf_clip import check_model_type, embedding_dim, not_available
 from finetuner_multimodal.towers import FAMILIES, DualImageTower, DualTextTower
 
