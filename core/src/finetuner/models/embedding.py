@@ -57,7 +57,7 @@ class EmbeddingModel(nn.Module):
         self.matryoshka_dims: tuple[int, ...] | None = None  # the truncations it was trained for (MatryoshkaLoss)
         self.quantization_ranges: dict[int, Any] = {}  # int8/uint8 ranges ([2, dim] arrays) by dim (finetuner.calibrate)
 
-    def add_logit_bias(self, logit_bias: float = SIGLIP_INITIAL_LOGIT_BIAS) -> None:
+    def add_logit_bias(self) -> None:
         """Give the model a SigLIP bias, and a temperature where it has none (one tower), at SigLIP's initial values.
 
         SigLIPLoss scores with the model's ``logit_scale`` and ``logit_bias``; fit calls this for
@@ -67,7 +67,7 @@ class EmbeddingModel(nn.Module):
         if self.logit_scale is None:
             self.logit_scale = nn.Parameter(torch.tensor(SIGLIP_INITIAL_LOGIT_SCALE, device=device))
         if self.logit_bias is None:
-            self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias), device=device))
+            self.logit_bias = nn.Parameter(torch.tensor(SIGLIP_INITIAL_LOGIT_BIAS, device=device))
 
     @property
     def modalities(self) -> list[str]:
