@@ -18,7 +18,10 @@ Figures, in this order (a run cut short keeps the rows already printed, and exit
    the peak memory of a batch-1,024 all-MiniLM-L6-v2 fit() with GradCache (CachedMNRL, mini-batch 64)
    and with gradient checkpointing, each against plain MNRL (GPU memory on CUDA; on CPU the
    growth of the process's resident memory);
-3. compile=True against eager: encoding, resnet50 forward, and fit() for both models.
+3. compile=True against eager: encoding, resnet50 forward, and fit() for both models;
+4. LoRA (``lora=True``, r 16) against full fine-tuning: fit() training throughput and peak memory for
+   all-MiniLM-L6-v2 (MNRL pairs) and for CLIP ViT-B/32 from random init (``open_clip/ViT-B-32``,
+   text-image pairs, CLIP loss; needs ``finetuner-multimodal[open_clip]``, else a SKIPPED row).
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ FULL = {
     "skip_steps": 10,
     "big_batch": 1024,
     "mini_batch": 64,
+    "clip_pairs": 2048,
+    "clip_batch": 128,
 }
 TINY = {
     "sentences": 16,
@@ -74,6 +79,8 @@ TINY = {
     "skip_steps": 1,
     "big_batch": 8,
     "mini_batch": 4,
+    "clip_pairs": 16,
+    "clip_batch": 8,
 }
 WORDS = sorted(
     set(
@@ -143,9 +150,9 @@ class Bench:
             **options,
         )
 
-    def train_rate(self, model, data, batch_size: int, compile: bool = False) -> float:
+    def train_rate(self, model, data, batch_size: int, **options) -> float:
         watch = Stopwatch(self.sizes["skip_steps"], self.sync)
-        self.fit(model, data, batch_size, num_workers=self.sizes["workers"], callbacks=[watch], compile=compile)
+        self.fit(model, data, batch_size, num_workers=self.sizes["workers"], callbacks=[watch], **options)
         return watch.steps * batch_size / watch.seconds
 
     def group_train_rate(self, model, data, batch_size: int) -> float:
@@ -389,7 +396,66 @@ def measure(bench: Bench) -> list[dict]:
             images_notes,
         )
     )
-    return rows
+    return rows + lora_rows(bench, pairs, pairs_rate, pairs_notes, minilm)
+
+
+def lora_rows(bench: Bench, pairs: PairData, pairs_rate: float, pairs_notes: str, minilm: str) -> list[dict]:
+    """LoRA against full fine-tuning: pairs/s and peak memory, all-MiniLM-L6-v2 and CLIP ViT-B/32 from random init."""
+    import importlib.util
+
+    sizes, row = bench.sizes, bench.row
+    unit = "MiB" if bench.device.type == "cuda" else "MiB RSS"
+    where = torch.cuda.get_device_name(0) if bench.device.type == "cuda" else "CPU"
+    batch = sizes["pairs_batch"]
+    two_steps = PairData(pairs.queries[: 2 * batch], pairs.documents[: 2 * batch], source=pairs.source)
+    rows = [
+        row(
+            "all-MiniLM-L6-v2 fit() training, bf16: LoRA (r 16) vs full fine-tuning",
+            bench.train_rate(finetuner.build_model(f"hf:{minilm}"), pairs, batch, lora=True),
+            pairs_rate,
+            "pairs/s",
+            pairs_notes,
+        ),
+        row(
+            f"same: peak memory, batch {batch}: LoRA vs full fine-tuning",
+            bench.peak_memory(finetuner.build_model(f"hf:{minilm}"), two_steps, batch, lora=True),
+            bench.peak_memory(finetuner.build_model(f"hf:{minilm}"), two_steps, batch),
+            unit,
+            f"2 steps, bf16, {where}",
+        ),
+    ]
+    name = "CLIP ViT-B/32 (open_clip/ViT-B-32, random init)"
+    if importlib.util.find_spec("open_clip") is None:
+        skipped = {"benchmark": f"{name}: LoRA vs full fine-tuning", "notes": "SKIPPED: needs finetuner-multimodal[open_clip]"}
+        print(json.dumps(skipped), flush=True)
+        return [*rows, skipped]
+    count, batch = sizes["clip_pairs"], sizes["clip_batch"]
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, size=(224, 224, 3), dtype=np.uint8) for _ in range(count)]
+    clip_pairs = PairData(sentences(count, 3), images, source="random sentences and images")
+    two_steps = PairData(clip_pairs.queries[: 2 * batch], images[: 2 * batch], source=clip_pairs.source)
+
+    def clip():
+        return finetuner.build_model("open_clip/ViT-B-32", pretrained=False)
+
+    notes = f"{count} pairs of 5-40 words and a random 224 px image, CLIP loss, batch {batch}, {where}"
+    return [
+        *rows,
+        row(
+            f"{name} fit() training, bf16: LoRA (r 16) vs full fine-tuning",
+            bench.train_rate(clip(), clip_pairs, batch, lora=True),
+            bench.train_rate(clip(), clip_pairs, batch),
+            "pairs/s",
+            f"{notes}, steps after the first {sizes['skip_steps']}",
+        ),
+        row(
+            f"same: peak memory, batch {batch}: LoRA vs full fine-tuning",
+            bench.peak_memory(clip(), two_steps, batch, lora=True),
+            bench.peak_memory(clip(), two_steps, batch),
+            unit,
+            f"{notes}, 2 steps",
+        ),
+    ]
 
 
 def table(rows: list[dict]) -> str:

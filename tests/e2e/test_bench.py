@@ -68,7 +68,8 @@ def test_gpu_script_runs_its_cpu_smoke_path():
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     # encode and forward vs peers, fit() for both models (the text one also through DDP in a group of one),
-    # the loss-check pair, the peak memory of GradCache and of gradient checkpointing, then compile vs eager for all four
+    # the loss-check pair, the peak memory of GradCache and of gradient checkpointing, compile vs eager for all four,
+    # then LoRA vs full fine-tuning (speed and memory) for all-MiniLM-L6-v2 and CLIP ViT-B/32
     assert [row["unit"] for row in rows] == [
         "sent/s",
         "img/s",
@@ -83,6 +84,10 @@ def test_gpu_script_runs_its_cpu_smoke_path():
         "img/s",
         "pairs/s",
         "img/s",
+        "pairs/s",
+        "MiB RSS",
+        "pairs/s",
+        "MiB RSS",
     ]
     assert all(row["ours"] > 0 and "cpu smoke" in row["notes"] for row in rows)
     assert all(row["peer"] > 0 for i, row in enumerate(rows) if i not in (2, 4))  # the two plain fit() rows have no peer
