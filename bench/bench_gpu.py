@@ -429,29 +429,29 @@ def lora_rows(bench: Bench, pairs: PairData, pairs_rate: float, pairs_notes: str
         skipped = {"benchmark": f"{name}: LoRA vs full fine-tuning", "notes": "SKIPPED: needs finetuner-multimodal[open_clip]"}
         print(json.dumps(skipped), flush=True)
         return [*rows, skipped]
-    count, batch = sizes["clip_pairs"], sizes["clip_batch"]
+    count, clip_batch = sizes["clip_pairs"], sizes["clip_batch"]
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, size=(224, 224, 3), dtype=np.uint8) for _ in range(count)]
     clip_pairs = PairData(sentences(count, 3), images, source="random sentences and images")
-    two_steps = PairData(clip_pairs.queries[: 2 * batch], images[: 2 * batch], source=clip_pairs.source)
+    clip_two_steps = PairData(clip_pairs.queries[: 2 * clip_batch], images[: 2 * clip_batch], source=clip_pairs.source)
 
     def clip():
         return finetuner.build_model("open_clip/ViT-B-32", pretrained=False)
 
-    notes = f"{count} pairs of 5-40 words and a random 224 px image, CLIP loss, batch {batch}, {where}"
+    notes = f"{count} pairs of 5-40 words and a random 224 px image, CLIP loss, batch {clip_batch}, {where}"
     return [
         *rows,
         row(
             f"{name} fit() training, bf16: LoRA (r 16) vs full fine-tuning",
-            bench.train_rate(clip(), clip_pairs, batch, lora=True),
-            bench.train_rate(clip(), clip_pairs, batch),
+            bench.train_rate(clip(), clip_pairs, clip_batch, lora=True),
+            bench.train_rate(clip(), clip_pairs, clip_batch),
             "pairs/s",
             f"{notes}, steps after the first {sizes['skip_steps']}",
         ),
         row(
-            f"same: peak memory, batch {batch}: LoRA vs full fine-tuning",
-            bench.peak_memory(clip(), two_steps, batch, lora=True),
-            bench.peak_memory(clip(), two_steps, batch),
+            f"same: peak memory, batch {clip_batch}: LoRA vs full fine-tuning",
+            bench.peak_memory(clip(), clip_two_steps, clip_batch, lora=True),
+            bench.peak_memory(clip(), clip_two_steps, clip_batch),
             unit,
             f"{notes}, 2 steps",
         ),
