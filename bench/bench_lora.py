@@ -58,8 +58,7 @@ def train_once(dataset: str, way: str, seed: int, quick: bool) -> dict[str, Any]
     train, test, build, recipe = task(dataset, quick)
     options = {**recipe, "seed": seed, "device": "cpu", "verbose": False}
     if way == "lora":
-        del options["learning_rate"]  # fit's default with lora, unless the data set has its own
-        options.update({"learning_rate": LORA_LEARNING_RATE[dataset]} if dataset in LORA_LEARNING_RATE else {})
+        options["learning_rate"] = LORA_LEARNING_RATE.get(dataset, LEARNING_RATE)  # fit's default with lora, or the data set's
         options["lora"] = True
     with tempfile.TemporaryDirectory() as out:
         model = finetuner.build_model(MODEL, **build)
@@ -77,7 +76,7 @@ def train_once(dataset: str, way: str, seed: int, quick: bool) -> dict[str, Any]
         "artifact_mb": artifact / 2**20,
         "peak_rss_mb": peak_mb,
         "pairs_per_s": len(train) * recipe["epochs"] / seconds,
-        "learning_rate": options.get("learning_rate", LEARNING_RATE),
+        "learning_rate": options["learning_rate"],
     }
 
 
